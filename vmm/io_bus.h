@@ -1,0 +1,46 @@
+// Port I/O and MMIO dispatch. Devices claim a range and see offsets into it;
+// an access nobody claims is logged once per address and otherwise ignored.
+#pragma once
+
+#include <cstdint>
+#include <set>
+#include <span>
+#include <vector>
+
+namespace vmm {
+
+class PioDevice {
+ public:
+  virtual ~PioDevice() = default;
+  virtual void pio_read(uint16_t offset, std::span<uint8_t> data) = 0;
+  virtual void pio_write(uint16_t offset, std::span<const uint8_t> data) = 0;
+};
+
+class IoBus {
+ public:
+  // Throws vmm::Error if the range overlaps a registered one.
+  void register_pio(uint16_t base, uint16_t length, PioDevice* device);
+
+  void pio_read(uint16_t port, std::span<uint8_t> data);
+  void pio_write(uint16_t port, std::span<const uint8_t> data);
+  // No MMIO devices yet: reads return all-ones, writes are dropped.
+  void mmio_read(uint64_t addr, std::span<uint8_t> data);
+  void mmio_write(uint64_t addr, std::span<const uint8_t> data);
+
+  uint64_t unhandled_accesses() const { return unhandled_; }
+
+ private:
+  struct Range {
+    uint16_t base;
+    uint16_t length;
+    PioDevice* device;
+  };
+  const Range* find(uint16_t port) const;
+  void note_unhandled(const char* kind, uint64_t addr, bool write, size_t size);
+
+  std::vector<Range> ranges_;
+  std::set<std::pair<int, uint64_t>> logged_;
+  uint64_t unhandled_ = 0;
+};
+
+}  // namespace vmm

@@ -1,0 +1,83 @@
+// RAII classes for the KVM objects: the system (/dev/kvm), a VM and a vCPU.
+// Each ioctl has a throwing form (fails with the ioctl's name, errno text and a
+// hint) and, where probing needs it, a raw form that returns -errno.
+#pragma once
+
+#include <linux/kvm.h>
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "mapping.h"
+#include "unique_fd.h"
+
+namespace vmm {
+
+// The CPUID table handed to KVM_SET_CPUID2 (flexible array member).
+struct CpuidTable {
+  std::vector<kvm_cpuid_entry2> entries;
+};
+
+class KvmSystem {
+ public:
+  // Opens /dev/kvm and checks the API version.
+  KvmSystem();
+  int fd() const { return fd_.get(); }
+  int api_version() const { return api_version_; }
+  int check_extension(long cap) const;  // system-wide KVM_CHECK_EXTENSION
+  size_t vcpu_mmap_size() const;
+  CpuidTable supported_cpuid() const;
+
+ private:
+  UniqueFd fd_;
+  int api_version_ = 0;
+};
+
+class Vcpu;
+
+class Vm {
+ public:
+  explicit Vm(const KvmSystem& kvm);
+  int fd() const { return fd_.get(); }
+  const KvmSystem& system() const { return *kvm_; }
+
+  int check_extension(long cap) const;  // VM-level: answers for this VM type
+  UniqueFd create_guest_memfd(uint64_t size, uint64_t flags) const;
+  // Raw forms for probes: 0 or -errno.
+  int try_create_guest_memfd(uint64_t size, uint64_t flags, UniqueFd& out) const;
+  int try_set_memory_region2(uint32_t slot, uint32_t flags, uint64_t gpa, uint64_t size, uint64_t hva, int gmem_fd,
+                             uint64_t gmem_offset) const;
+
+  void set_memory_region(uint32_t slot, uint32_t flags, uint64_t gpa, uint64_t size, uint64_t hva) const;
+  void set_memory_region2(uint32_t slot, uint32_t flags, uint64_t gpa, uint64_t size, uint64_t hva, int gmem_fd,
+                          uint64_t gmem_offset) const;
+
+ private:
+  const KvmSystem* kvm_;
+  UniqueFd fd_;
+};
+
+class Vcpu {
+ public:
+  Vcpu(const Vm& vm, int id);
+  int id() const { return id_; }
+  int fd() const { return fd_.get(); }
+  kvm_run* run_state() const { return reinterpret_cast<kvm_run*>(run_.data()); }
+
+  // KVM_RUN; returns false when interrupted by a signal (EINTR), true otherwise.
+  bool run();
+
+  kvm_regs get_regs() const;
+  void set_regs(const kvm_regs& regs) const;
+  kvm_sregs get_sregs() const;
+  void set_sregs(const kvm_sregs& sregs) const;
+  void set_cpuid(const CpuidTable& table) const;
+
+ private:
+  int id_;
+  UniqueFd fd_;
+  Mapping run_;
+};
+
+}  // namespace vmm
