@@ -1,0 +1,18 @@
+// Runs a command for the integration tests and captures what it printed.
+#pragma once
+
+#include <string>
+
+namespace test {
+
+struct ProcessResult {
+  int exit_code = -1;  // -1: killed by a signal
+  std::string output;  // stdout and stderr, interleaved
+};
+
+// Runs `command` through /bin/sh with a time limit (coreutils timeout).
+ProcessResult run_command(const std::string& command, int timeout_seconds = 120);
+
+bool have_program(const std::string& name);
+
+}  // namespace test

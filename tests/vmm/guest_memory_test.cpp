@@ -1,0 +1,106 @@
+// Guest RAM backends: alias views, sizes, population and their errors.
+#include "guest_memory.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include "error.h"
+#include "hugepages.h"
+#include "kvm.h"
+#include "kvm_uapi.h"
+
+namespace {
+
+using vmm::Backend;
+using vmm::GuestMemory;
+
+bool have_kvm() { return ::access("/dev/kvm", R_OK | W_OK) == 0; }
+
+void expect_alias_shares_pages(const GuestMemory& mem) {
+  vmm::Mapping alias = mem.map_alias();
+  ASSERT_EQ(alias.size(), mem.size());
+  ASSERT_NE(alias.data(), mem.primary());
+  std::memcpy(alias.data() + mem.size() - 8, "ALIASED", 8);
+  EXPECT_STREQ(reinterpret_cast<const char*>(mem.primary() + mem.size() - 8), "ALIASED");
+  mem.primary()[0] = 0x5a;
+  EXPECT_EQ(alias.data()[0], 0x5a);
+}
+
+TEST(GuestMemory, ShmemAliasSeesTheSameBytes) {
+  auto mem = GuestMemory::create(Backend::Shmem, 4 << 20, nullptr);
+  expect_alias_shares_pages(mem);
+}
+
+TEST(GuestMemory, GuestMemfdAliasSeesTheSameBytes) {
+  if (!have_kvm()) GTEST_SKIP() << "no usable /dev/kvm: guest_memfd needs a VM";
+  vmm::KvmSystem kvm;
+  vmm::Vm vm(kvm);
+  if (vm.check_extension(KVM_CAP_GUEST_MEMFD_FLAGS) == 0)
+    GTEST_SKIP() << "kernel lacks KVM_CAP_GUEST_MEMFD_FLAGS (mmap-able guest_memfd)";
+  GuestMemory mem = GuestMemory::create(Backend::Gmem, 4 << 20, &vm);
+  expect_alias_shares_pages(mem);
+}
+
+TEST(GuestMemory, PopulateAllocatesEveryPage) {
+  auto mem = GuestMemory::create(Backend::Shmem, 2 << 20, nullptr);
+  mem.populate();
+  struct stat st {};
+  ASSERT_EQ(::fstat(mem.fd(), &st), 0);
+  EXPECT_EQ(static_cast<uint64_t>(st.st_blocks) * 512, mem.size());
+}
+
+TEST(GuestMemory, ShmemIsSealedAgainstResizing) {
+  auto mem = GuestMemory::create(Backend::Shmem, 2 << 20, nullptr);
+  EXPECT_NE(::ftruncate(mem.fd(), 1 << 20), 0) << "guest RAM must not shrink under KVM";
+}
+
+TEST(GuestMemory, SizeThatIsNotAPageMultipleNamesTheNextGoodSize) {
+  try {
+    vmm::check_backend_size(Backend::Hugetlb2M, 3 << 20);
+    FAIL() << "3 MiB is not a multiple of 2 MiB";
+  } catch (const vmm::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("multiple of its 2 MiB pages; 3 MiB is not (use 4 MiB)"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_THROW(vmm::check_backend_size(Backend::Shmem, 4097), vmm::Error);
+  EXPECT_THROW(vmm::check_backend_size(Backend::Shmem, 0), vmm::Error);
+}
+
+TEST(GuestMemory, MissingHugepagesSayHowToReserveThem) {
+  vmm::HugepagePool pool = vmm::read_hugepage_pool(1ULL << 30);
+  if (!pool.exists) GTEST_SKIP() << "this kernel offers no 1 GiB hugepages";
+  uint64_t need = pool.free + 1;
+  try {
+    vmm::check_backend_size(Backend::Hugetlb1G, need << 30);
+    FAIL() << "asking for one more 1 GiB page than is free must fail";
+  } catch (const vmm::Error& e) {
+    std::string msg = e.what();
+    EXPECT_NE(msg.find(fmt::format("needs {} free 1 GiB hugepage(s)", need)), std::string::npos) << msg;
+    EXPECT_NE(msg.find("tools/hugepages.sh reserve 1g"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("hugepages-1048576kB/nr_hugepages"), std::string::npos) << msg;
+  }
+}
+
+TEST(GuestMemory, ParsesSizesWithUnits) {
+  EXPECT_EQ(vmm::parse_size("256M"), 256ULL << 20);
+  EXPECT_EQ(vmm::parse_size("1G"), 1ULL << 30);
+  EXPECT_EQ(vmm::parse_size("2MiB"), 2ULL << 20);
+  EXPECT_EQ(vmm::parse_size("4096"), 4096u);
+  EXPECT_FALSE(vmm::parse_size("12X"));
+  EXPECT_FALSE(vmm::parse_size("M"));
+  EXPECT_FALSE(vmm::parse_size("99999999999999999G"));
+}
+
+TEST(GuestMemory, BackendNamesRoundTrip) {
+  for (Backend b : {Backend::Gmem, Backend::Shmem, Backend::Hugetlb2M, Backend::Hugetlb1G})
+    EXPECT_EQ(vmm::parse_backend(vmm::backend_name(b)), b);
+  EXPECT_FALSE(vmm::parse_backend("hugetlb"));
+  EXPECT_EQ(vmm::backend_page_size(Backend::Hugetlb1G), 1ULL << 30);
+}
+
+}  // namespace

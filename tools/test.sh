@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Builds the project and runs every test (unit + integration) with ctest.
+#   tools/test.sh [extra ctest arguments, e.g. -L unit or -R Boot]
+# Installs missing Debian packages first (idempotent), so it works on a fresh machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+tools/install-deps.sh
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVMM_TESTS=ON -DVMM_BENCHMARKS=ON ${VMM_CMAKE_ARGS:-}
+cmake --build build -j"$(nproc)"
+
+cd build
+rc=0
+ctest --output-on-failure "$@" || rc=$?
+
+# ctest hides why a test skipped; GoogleTest wrote it to the log. Show it.
+awk '/^[0-9]+\/[0-9]+ Testing: / { name = $3 }
+     /: Skipped$/ { getline reason; print "SKIPPED " name ": " reason }' Testing/Temporary/LastTest.log || true
+exit $rc
