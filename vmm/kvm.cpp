@@ -127,6 +127,18 @@ int Vm::try_set_memory_region2(uint32_t slot, uint32_t flags, uint64_t gpa, uint
   return std::min(raw_ioctl(fd(), KVM_SET_USER_MEMORY_REGION2, &r), 0);
 }
 
+void Vm::get_dirty_log(uint32_t slot, std::vector<uint64_t>& bitmap) const {
+  kvm_dirty_log log{};
+  log.slot = slot;
+  log.dirty_bitmap = bitmap.data();
+  checked_ioctl(fd(), KVM_GET_DIRTY_LOG, &log, "KVM_GET_DIRTY_LOG",
+                "the memslot needs KVM_MEM_LOG_DIRTY_PAGES, which KVM refuses on a KVM_MEM_GUEST_MEMFD slot");
+}
+
+long Vm::ioctl(unsigned long request, const void* arg, const char* name) const {
+  return checked_ioctl(fd(), request, arg, name);
+}
+
 void Vm::set_memory_region(uint32_t slot, uint32_t flags, uint64_t gpa, uint64_t size, uint64_t hva) const {
   kvm_userspace_memory_region r{};
   r.slot = slot;
@@ -157,6 +169,12 @@ bool Vcpu::run() {
   if (errno == EINTR || errno == EAGAIN) return false;
   throw_errno(fmt::format("KVM_RUN(vcpu {})", id_));
 }
+
+long Vcpu::ioctl(unsigned long request, const void* arg, const char* name) const {
+  return checked_ioctl(fd(), request, arg, name);
+}
+
+int Vcpu::try_ioctl(unsigned long request, const void* arg) const { return std::min(raw_ioctl(fd(), request, arg), 0); }
 
 kvm_regs Vcpu::get_regs() const {
   kvm_regs r{};

@@ -50,6 +50,9 @@ class Vm {
                              uint64_t gmem_offset) const;
 
   void set_memory_region(uint32_t slot, uint32_t flags, uint64_t gpa, uint64_t size, uint64_t hva) const;
+  // KVM_GET_DIRTY_LOG into `bitmap` (one bit per 4 KiB page of the slot).
+  void get_dirty_log(uint32_t slot, std::vector<uint64_t>& bitmap) const;
+  long ioctl(unsigned long request, const void* arg, const char* name) const;
   void set_memory_region2(uint32_t slot, uint32_t flags, uint64_t gpa, uint64_t size, uint64_t hva, int gmem_fd,
                           uint64_t gmem_offset) const;
 
@@ -73,6 +76,13 @@ class Vcpu {
   kvm_sregs get_sregs() const;
   void set_sregs(const kvm_sregs& sregs) const;
   void set_cpuid(const CpuidTable& table) const;
+
+  // Any other vCPU ioctl: throws "NAME failed: ..." / returns 0 or -errno.
+  long ioctl(unsigned long request, const void* arg, const char* name) const;
+  int try_ioctl(unsigned long request, const void* arg) const;
+  // Makes a KVM_RUN in progress (or the next one) return to the VMM at once.
+  void request_immediate_exit() const { run_state()->immediate_exit = 1; }
+  void clear_immediate_exit() const { run_state()->immediate_exit = 0; }
 
  private:
   int id_;

@@ -81,4 +81,9 @@ inline constexpr unsigned long kGetCpuid2 = _IOWR(KVMIO, 0x91, FlexHeader8);
 inline constexpr unsigned long kGetMsrIndexList = _IOWR(KVMIO, 0x02, FlexHeader4);  // struct kvm_msr_list
 inline constexpr unsigned long kGetMsrs = _IOWR(KVMIO, 0x88, FlexHeader8);          // struct kvm_msrs
 inline constexpr unsigned long kSetMsrs = _IOW(KVMIO, 0x89, FlexHeader8);
+struct XsaveRegion {
+  __u32 region[1024];
+};
+inline constexpr unsigned long kGetXsave = _IOR(KVMIO, 0xa4, XsaveRegion);  // struct kvm_xsave
+inline constexpr unsigned long kSetXsave = _IOW(KVMIO, 0xa5, XsaveRegion);
 }  // namespace vmm::uapi

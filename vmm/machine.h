@@ -1,13 +1,13 @@
-// A booted guest: VM, RAM, devices and the boot vCPU, assembled from a
-// MachineConfig. Construction does all setup (kvmtool's init), run() the work.
+// A guest machine: VM, RAM, devices and the boot vCPU. Construction does the
+// setup (kvmtool's init); boot() loads a PVH kernel, or a migration restores
+// state instead; run() is the work.
 #pragma once
 
 #include <atomic>
-#include <chrono>
 #include <cstdint>
 #include <memory>
-#include <optional>
 #include <string>
+#include <vector>
 
 #include "debug_exit.h"
 #include "guest_memory.h"
@@ -19,7 +19,7 @@
 namespace vmm {
 
 struct MachineConfig {
-  std::string kernel_path;
+  std::string kernel_path;  // empty: no boot (an incoming migration fills RAM and state)
   std::string cmdline;
   Backend backend = Backend::Gmem;
   GmemBind gmem_bind = GmemBind::Fd;
@@ -31,15 +31,23 @@ class Machine {
   Machine(const KvmSystem& kvm, const MachineConfig& config, Serial::LineSink serial_sink);
 
   VcpuOutcome run(const std::atomic<bool>* stop = nullptr);
-  void flush_serial() { serial_.flush(); }
+
+  // Dirty logging (precopy). KVM refuses it on a KVM_MEM_GUEST_MEMFD slot.
+  bool can_log_dirty() const;
+  void set_dirty_logging(bool on);
+  void get_dirty_log(std::vector<uint64_t>& bitmap) const;
 
   const MachineConfig& config() const { return config_; }
+  const KvmSystem& kvm() const { return kvm_; }
+  const Vm& vm() const { return vm_; }
+  Vcpu& vcpu() { return *vcpu_; }
   const GuestMemory& memory() const { return memory_; }
+  Serial& serial() { return serial_; }
   const IoBus& bus() const { return bus_; }
 
  private:
-  void bind_memory();
-  void setup_vcpu(uint32_t entry);
+  void boot();
+  void bind_memory(uint32_t extra_flags);
 
   MachineConfig config_;
   const KvmSystem& kvm_;

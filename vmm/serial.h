@@ -24,6 +24,20 @@ class Serial : public PioDevice {
   void pio_read(uint16_t offset, std::span<uint8_t> data) override;
   void pio_write(uint16_t offset, std::span<const uint8_t> data) override;
 
+  // Register state and the pending partial line, for migration.
+  struct State {
+    std::array<uint8_t, 8> regs{};
+    uint8_t divisor_lo = 0, divisor_hi = 0;
+    std::string partial_line;
+  };
+  State save() const { return {regs_, divisor_lo_, divisor_hi_, line_}; }
+  void restore(const State& s) {
+    regs_ = s.regs;
+    divisor_lo_ = s.divisor_lo;
+    divisor_hi_ = s.divisor_hi;
+    line_ = s.partial_line;
+  }
+
   // Delivers a pending partial line (at guest exit).
   void flush();
   uint64_t bytes_written() const { return bytes_; }

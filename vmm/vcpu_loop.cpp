@@ -53,7 +53,13 @@ std::string_view stop_reason_name(StopReason r) {
 VcpuOutcome run_vcpu(Vcpu& vcpu, IoBus& bus, const DebugExit& debug_exit, const std::atomic<bool>* stop) {
   kvm_run* run = vcpu.run_state();
   for (;;) {
-    if (stop && stop->load(std::memory_order_relaxed)) return {StopReason::Stopped, 0, "stop requested"};
+    if (stop && stop->load(std::memory_order_acquire)) {
+      // One more KVM_RUN with immediate_exit completes a pending port read
+      // (KVM's complete_userspace_io) so the saved registers are final.
+      vcpu.request_immediate_exit();
+      vcpu.run();
+      return {StopReason::Stopped, 0, "stop requested"};
+    }
     if (!vcpu.run()) continue;  // EINTR: re-check the stop flag
     switch (run->exit_reason) {
       case KVM_EXIT_IO:

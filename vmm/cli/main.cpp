@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
     spdlog::set_level(spdlog::level::from_str(log_level));
   });
   vmm::cli::add_run_command(app);
+  vmm::cli::add_receive_command(app);
   vmm::cli::add_caps_command(app);
 
   try {

@@ -11,6 +11,9 @@
 #include "error.h"
 #include "hugepages.h"
 #include "machine.h"
+#include "serial_sink.h"
+#include "source.h"
+#include "vcpu_thread.h"
 
 namespace vmm::cli {
 
@@ -23,6 +26,10 @@ struct RunOptions {
   std::string gmem_bind = "fd";
   std::string mem_size;  // empty: 256 MiB rounded up to the backend's page size
   std::string serial_log;
+  std::string migrate_to;
+  double migrate_after = 1.0;
+  std::string mode = "hybrid";
+  uint32_t precopy_rounds = 0;
 };
 
 constexpr uint64_t kDefaultMemSize = 256ULL << 20;
@@ -50,48 +57,71 @@ MachineConfig make_config(const RunOptions& o) {
   return c;
 }
 
-// Serial lines go to stdout or --serial-log, unbuffered per line so that a
-// reader (a test, a person) sees progress as it happens.
-Serial::LineSink make_sink(const RunOptions& o, std::shared_ptr<std::optional<std::chrono::steady_clock::time_point>>
-                                                    first_line) {
-  std::FILE* out = stdout;
-  if (!o.serial_log.empty()) {
-    out = std::fopen(o.serial_log.c_str(), "w");
-    if (!out) throw_errno(fmt::format("fopen({})", o.serial_log), "check --serial-log");
-  }
-  std::shared_ptr<std::FILE> file(out, [](std::FILE* f) {
-    if (f != stdout) std::fclose(f);
-  });
-  return [file, first_line](std::string_view line) {
-    if (!*first_line) *first_line = std::chrono::steady_clock::now();
-    std::fwrite(line.data(), 1, line.size(), file.get());
-    std::fputc('\n', file.get());
-    std::fflush(file.get());
-  };
-}
-
 double ms_since(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
 }
 
+migration::Mode parse_mode(const std::string& m) {
+  if (m == "precopy") return migration::Mode::Precopy;
+  if (m == "postcopy") return migration::Mode::Postcopy;
+  return migration::Mode::Hybrid;
+}
+
+// Waits until the guest finishes, `deadline` passes or a signal arrives.
+void wait_until(VcpuThread& vcpu, std::chrono::steady_clock::time_point deadline) {
+  while (!g_stop && !vcpu.finished() && std::chrono::steady_clock::now() < deadline)
+    vcpu.wait_finished(std::chrono::milliseconds(50));
+}
+
+// Migrates; returns true when the guest now lives on the destination.
+bool migrate(Machine& machine, VcpuThread& vcpu, const RunOptions& o) {
+  migration::SourceOptions so{o.migrate_to, parse_mode(o.mode), o.precopy_rounds};
+  migration::SourceReport r = migration::Source(machine, vcpu, so).run();
+  switch (r.result) {
+    case migration::SourceResult::Completed:
+      spdlog::info("migrate: done in {:.0f} ms: {} precopy rounds ({}), downtime on the source {:.2f} ms; "
+                   "postcopy served {} requested and pushed {} pages",
+                   r.total_ms, r.precopy_rounds, format_size(r.precopy_chunks * 4096), r.downtime_source_ms,
+                   r.postcopy.pages_urgent, r.postcopy.pages_pushed);
+      return true;
+    case migration::SourceResult::GuestFinished:
+      spdlog::warn("migrate: the guest exited before switchover; nothing migrated");
+      return false;
+    case migration::SourceResult::FailedBeforeSwitchover:
+      spdlog::error("migrate: failed before switchover: {}", r.error);
+      spdlog::warn("migrate: the guest keeps running here");
+      vcpu.resume();
+      return false;
+    case migration::SourceResult::FailedAfterSwitchover: break;
+  }
+  throw Error(fmt::format("migration failed after switchover (the guest is stopped here): {}", r.error));
+}
+
 void run(const RunOptions& o) {
   auto t0 = std::chrono::steady_clock::now();
-  auto first_line = std::make_shared<std::optional<std::chrono::steady_clock::time_point>>();
+  auto sink = make_serial_sink(o.serial_log);
   MachineConfig config = make_config(o);
   KvmSystem kvm;
-  Machine machine(kvm, config, make_sink(o, first_line));
+  Machine machine(kvm, config, sink.sink);
+  if (!o.migrate_to.empty()) migration::check_source_mode(machine, parse_mode(o.mode));
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
-  VcpuOutcome out = machine.run(&g_stop);
+  VcpuThread vcpu(machine);
+  if (!o.migrate_to.empty()) {
+    wait_until(vcpu, t0 + std::chrono::milliseconds(static_cast<int64_t>(o.migrate_after * 1000)));
+    if (!g_stop && !vcpu.finished() && migrate(machine, vcpu, o)) throw ExitCode{0};
+  }
+  wait_until(vcpu, std::chrono::steady_clock::time_point::max());
+  if (g_stop && vcpu.pause()) {
+    spdlog::warn("guest stopped by signal after {:.0f} ms", ms_since(t0, std::chrono::steady_clock::now()));
+    throw ExitCode{130};
+  }
+  VcpuOutcome out = vcpu.wait();
   auto t1 = std::chrono::steady_clock::now();
-  if (*first_line) spdlog::info("boot: first serial line {:.2f} ms after start", ms_since(t0, **first_line));
+  if (auto first = sink.first_line()) spdlog::info("boot: first serial line {:.2f} ms after start", ms_since(t0, *first));
   if (out.reason == StopReason::GuestExit) {
     spdlog::info("guest exited with code {} after {:.0f} ms", out.exit_code, ms_since(t0, t1));
     throw ExitCode{out.exit_code};
-  }
-  if (out.reason == StopReason::Stopped) {
-    spdlog::warn("guest stopped by signal after {:.0f} ms", ms_since(t0, t1));
-    throw ExitCode{130};
   }
   throw Error(fmt::format("guest stopped: {}: {}", stop_reason_name(out.reason), out.detail));
 }
@@ -118,6 +148,17 @@ void add_run_command(CLI::App& app) {
                   "Guest RAM size, e.g. 256M or 1G; a multiple of the backend's page size "
                   "(default 256M, rounded up to one page for hugetlb-1g)");
   cmd->add_option("--serial-log", opts->serial_log, "Write the guest's serial output to this file instead of stdout");
+  cmd->add_option("--migrate-to", opts->migrate_to, "Migrate the guest to `vmm receive` at HOST:PORT");
+  cmd->add_option("--migrate-after", opts->migrate_after, "Seconds after boot to start the migration")
+      ->check(CLI::Range(0.0, 86400.0))
+      ->capture_default_str();
+  cmd->add_option("--mode", opts->mode,
+                  "precopy (dirty-log rounds, then stop-and-copy), postcopy (stop, then pages on demand + "
+                  "background push) or hybrid (one precopy pass, then postcopy)")
+      ->check(CLI::IsMember({"precopy", "postcopy", "hybrid"}))
+      ->capture_default_str();
+  cmd->add_option("--precopy-rounds", opts->precopy_rounds,
+                  "Dirty-log rounds after the first full pass (default: 1 for hybrid, up to 30 for precopy)");
   cmd->callback([opts] { run(*opts); });
 }
 

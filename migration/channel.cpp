@@ -1,0 +1,83 @@
+#include "channel.h"
+
+#include <boost/asio/buffer.hpp>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
+
+#include <array>
+#include <charconv>
+
+#include <fmt/format.h>
+
+#include "error.h"
+
+namespace migration {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+
+Channel::Channel(tcp::socket socket, std::string peer) : socket_(std::move(socket)), peer_(std::move(peer)) {
+  socket_.set_option(tcp::no_delay(true));
+}
+
+void Channel::send(FrameType type, uint32_t flags, std::span<const uint8_t> payload) {
+  auto header = make_header(type, flags, payload);
+  std::array<asio::const_buffer, 2> bufs = {asio::buffer(header), asio::buffer(payload.data(), payload.size())};
+  std::lock_guard lock(send_mutex_);
+  boost::system::error_code ec;
+  asio::write(socket_, bufs, ec);
+  if (ec)
+    throw ConnectionError(fmt::format("sending {} to {} failed: {}", frame_type_name(type), peer_, ec.message()));
+  bytes_sent_ += header.size() + payload.size();
+}
+
+Frame Channel::receive() {
+  std::array<uint8_t, kHeaderSize> header;
+  boost::system::error_code ec;
+  asio::read(socket_, asio::buffer(header), ec);
+  if (ec == asio::error::eof) throw ConnectionError(fmt::format("{} closed the connection", peer_));
+  if (ec) throw ConnectionError(fmt::format("receiving from {} failed: {}", peer_, ec.message()));
+  Frame f;
+  f.header = decode_header(header);
+  f.payload.resize(f.header.length);
+  asio::read(socket_, asio::buffer(f.payload), ec);
+  if (ec)
+    throw ConnectionError(fmt::format("{} frame from {} is truncated: {}", frame_type_name(f.header.type), peer_,
+                                      ec.message()));
+  verify_crc(header, f.payload, f.header.crc);
+  bytes_received_ += kHeaderSize + f.payload.size();
+  return f;
+}
+
+void Channel::shutdown() {
+  boost::system::error_code ec;
+  socket_.shutdown(tcp::socket::shutdown_both, ec);
+}
+
+std::pair<std::string, uint16_t> split_host_port(const std::string& s) {
+  auto colon = s.rfind(':');
+  if (colon == std::string::npos || colon == 0)
+    throw vmm::Error(fmt::format("'{}' is not HOST:PORT", s));
+  std::string host = s.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  unsigned port = 0;
+  auto [end, ec] = std::from_chars(s.data() + colon + 1, s.data() + s.size(), port);
+  if (ec != std::errc() || end != s.data() + s.size() || port == 0 || port > 65535)
+    throw vmm::Error(fmt::format("'{}' has no valid port (1..65535)", s));
+  return {host, static_cast<uint16_t>(port)};
+}
+
+std::unique_ptr<Channel> connect_channel(asio::io_context& io, const std::string& host_port) {
+  auto [host, port] = split_host_port(host_port);
+  tcp::resolver resolver(io);
+  boost::system::error_code ec;
+  auto endpoints = resolver.resolve(host, std::to_string(port), ec);
+  if (ec) throw ConnectionError(fmt::format("cannot resolve {}: {}", host, ec.message()));
+  tcp::socket socket(io);
+  asio::connect(socket, endpoints, ec);
+  if (ec) throw ConnectionError(fmt::format("cannot connect to {}: {}", host_port, ec.message()));
+  return std::make_unique<Channel>(std::move(socket), host_port);
+}
+
+}  // namespace migration

@@ -1,0 +1,57 @@
+// One migration connection: framed, checksummed messages over a blocking
+// Boost.Asio TCP socket. send() may be called from several threads; receive()
+// from one. Asio errors become ConnectionError here, at the socket edge.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "wire.h"
+
+namespace migration {
+
+class ConnectionError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct Frame {
+  FrameHeader header;
+  std::vector<uint8_t> payload;
+};
+
+class Channel {
+ public:
+  Channel(boost::asio::ip::tcp::socket socket, std::string peer);
+
+  void send(FrameType type, uint32_t flags, std::span<const uint8_t> payload);
+  // Blocks for the next frame; throws ConnectionError when the peer is gone and
+  // ProtocolError for a malformed frame.
+  Frame receive();
+  // Unblocks a receive() in another thread; later calls fail.
+  void shutdown();
+
+  const std::string& peer() const { return peer_; }
+  uint64_t bytes_sent() const { return bytes_sent_; }
+  uint64_t bytes_received() const { return bytes_received_; }
+
+ private:
+  boost::asio::ip::tcp::socket socket_;
+  std::string peer_;
+  std::mutex send_mutex_;
+  uint64_t bytes_sent_ = 0;
+  uint64_t bytes_received_ = 0;
+};
+
+// "host:port" -> (host, port); throws vmm::Error when malformed.
+std::pair<std::string, uint16_t> split_host_port(const std::string& s);
+
+// Connects to host:port (TCP_NODELAY set).
+std::unique_ptr<Channel> connect_channel(boost::asio::io_context& io, const std::string& host_port);
+
+}  // namespace migration

@@ -1,0 +1,286 @@
+#include "destination.h"
+
+#include <boost/asio/ip/tcp.hpp>
+
+#include <sys/mman.h>
+
+#include <cerrno>
+#include <fstream>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "error.h"
+#include "fault_resolver.h"
+#include "hugepages.h"
+#include "vm_state.h"
+
+namespace migration {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+
+namespace {
+
+double ms_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+uint64_t count_bits(const std::vector<uint64_t>& b) {
+  uint64_t n = 0;
+  for (uint64_t w : b) n += static_cast<uint64_t>(__builtin_popcountll(w));
+  return n;
+}
+
+std::unique_ptr<Channel> accept_one(tcp::acceptor& acceptor) {
+  tcp::socket socket(acceptor.get_executor());
+  boost::system::error_code ec;
+  acceptor.accept(socket, ec);
+  if (ec) throw ConnectionError("accept failed: " + ec.message());
+  auto ep = socket.remote_endpoint(ec);
+  std::string peer = ec ? std::string("source") : fmt::format("{}:{}", ep.address().to_string(), ep.port());
+  return std::make_unique<Channel>(std::move(socket), peer);
+}
+
+Hello receive_hello(Channel& ch) {
+  Frame f = ch.receive();
+  if (f.header.type != FrameType::Hello)
+    throw ProtocolError(fmt::format("expected Hello, got {}", frame_type_name(f.header.type)));
+  return decode_hello(f.payload);
+}
+
+std::string minor_refusal(vmm::Backend b, int neg_errno) {
+  std::string what = fmt::format("UFFDIO_REGISTER(MODE_MINOR) on the {} guest RAM failed with {}",
+                                 vmm::backend_name(b), vmm::errno_name(-neg_errno));
+  if (b == vmm::Backend::Gmem)
+    return what + ": this kernel cannot register guest_memfd with userfaultfd, so it cannot be a postcopy "
+                  "destination on guest_memfd. Use --mode precopy, or receive on --memory shmem, hugetlb-2m or "
+                  "hugetlb-1g";
+  return what;
+}
+
+}  // namespace
+
+Destination::Destination(DestinationOptions options) : options_(std::move(options)) {}
+
+Destination::~Destination() {
+  complete_ = true;
+  if (resolver_) resolver_->stop();
+  if (urgent_) urgent_->shutdown();
+  if (urgent_thread_.joinable()) urgent_thread_.join();
+}
+
+HelloReply Destination::accept_source(const Hello& hello) {
+  HelloReply reply;
+  reply.dst_backend = std::string(vmm::backend_name(options_.backend));
+  reply.dst_page_size = vmm::backend_page_size(options_.backend);
+  if (hello.role != Role::Main) {
+    reply.reason = "the first connection must announce the Main role";
+    return reply;
+  }
+  bool postcopy = hello.mode != Mode::Precopy;
+  vmm::MachineConfig config{"", "", options_.backend, options_.gmem_bind, hello.mem_size};
+  if (postcopy && options_.backend == vmm::Backend::Gmem && config.gmem_bind == vmm::GmemBind::Fd) {
+    spdlog::info("receive: guest_memfd bound by hva for postcopy, so vCPU faults reach userfaultfd through the VMA");
+    config.gmem_bind = vmm::GmemBind::Hva;
+  }
+  try {
+    kvm_ = std::make_unique<vmm::KvmSystem>();
+    machine_ = std::make_unique<vmm::Machine>(*kvm_, config, options_.serial_sink);
+    alias_ = machine_->memory().map_alias();
+    pages_ = std::make_unique<PageStates>(machine_->memory().primary(), alias_.data(), hello.mem_size,
+                                          reply.dst_page_size);
+    if (postcopy) {
+      machine_->memory().populate();  // MINOR faults need a page in the page cache
+      uint64_t want = UFFD_FEATURE_MINOR_SHMEM | UFFD_FEATURE_MINOR_HUGETLBFS | UFFD_FEATURE_THREAD_ID;
+      uffd_ = std::make_unique<vmm::Userfaultfd>(want & vmm::Userfaultfd::supported_features());
+      uint64_t ioctls = 0;
+      int rc = uffd_->try_register(machine_->memory().primary(), hello.mem_size, UFFDIO_REGISTER_MODE_MINOR, &ioctls);
+      if (rc < 0) {
+        reply.reason = minor_refusal(options_.backend, rc);
+        return reply;
+      }
+      if (!(ioctls & (1ULL << _UFFDIO_CONTINUE))) {
+        reply.reason = "the registered range does not offer UFFDIO_CONTINUE";
+        return reply;
+      }
+      // Proven possible; the real registration waits for switchover, because
+      // restoring the vCPU makes KVM write guest RAM (kvmclock) from this thread.
+      uffd_->unregister(machine_->memory().primary(), hello.mem_size);
+      reply.uffd_minor = true;
+    }
+  } catch (const std::exception& e) {
+    reply.reason = fmt::format("cannot host {} of guest RAM on {}: {}", vmm::format_size(hello.mem_size),
+                               vmm::backend_name(options_.backend), e.what());
+    return reply;
+  }
+  reply.accepted = true;
+  return reply;
+}
+
+void Destination::receive_until_postcopy() {
+  bool have_state = false;
+  Clock::time_point t_state{};
+  for (;;) {
+    Frame f = main_->receive();
+    switch (f.header.type) {
+      case FrameType::Pages: pages_->apply_precopy(decode_pages(f.payload, hello_.mem_size)); break;
+      case FrameType::RoundDone:
+        rounds_ = decode_round_done(f.payload).round + 1;
+        spdlog::debug("receive: precopy round {} done", rounds_);
+        break;
+      case FrameType::VmState:
+        t_state = Clock::now();
+        restore_vm(*machine_, decode_vm_state(f.payload));
+        have_state = true;
+        break;
+      case FrameType::PostcopyBegin: {
+        if (!have_state) throw ProtocolError("PostcopyBegin before VmState");
+        PostcopyBegin begin = decode_postcopy_begin(f.payload, hello_.mem_size);
+        if (begin.page_size != pages_->page_size())
+          throw ProtocolError(fmt::format("source counts {} byte pages, this destination uses {}", begin.page_size,
+                                          pages_->page_size()));
+        start_guest(begin);
+        restore_ms_ = ms_between(t_state, Clock::now());
+        main_->send(FrameType::Started, 0, encode(Started{static_cast<uint64_t>(restore_ms_ * 1000)}));
+        return;
+      }
+      case FrameType::Error: throw vmm::Error("the source gave up: " + decode_error(f.payload));
+      default: throw ProtocolError(fmt::format("unexpected {} before switchover", frame_type_name(f.header.type)));
+    }
+  }
+}
+
+// KVM may have written guest RAM through the primary view while state was
+// restored: drop those mappings (the page cache keeps the data), so every
+// first touch of a missing page faults to userfaultfd, then map what is present.
+void Destination::register_postcopy() {
+  uint8_t* primary = machine_->memory().primary();
+  uint64_t size = hello_.mem_size;
+  if (::madvise(primary, size, MADV_DONTNEED) < 0) vmm::throw_errno("madvise(MADV_DONTNEED, guest RAM)");
+  int rc = uffd_->try_register(primary, size, UFFDIO_REGISTER_MODE_MINOR);
+  if (rc < 0) {
+    errno = -rc;
+    vmm::throw_errno("UFFDIO_REGISTER(MODE_MINOR)");
+  }
+  pages_->continue_present_ranges();
+}
+
+void Destination::start_guest(const PostcopyBegin& begin) {
+  source_stop_ms_ = static_cast<double>(begin.source_stop_us) / 1000.0;
+  uint64_t missing = count_bits(begin.missing);
+  if (missing && !uffd_)
+    throw ProtocolError(fmt::format("a precopy migration left {} pages missing", missing));
+  pages_->begin_postcopy(begin.missing, missing ? uffd_.get() : nullptr, &metrics_);
+  if (missing) {
+    register_postcopy();
+    resolver_ = std::make_unique<FaultResolver>(*uffd_, *pages_, *urgent_, metrics_);
+    resolver_->start();
+    urgent_thread_ = std::thread([this] { urgent_loop(); });
+  } else if (uffd_) {
+    uffd_->unregister(machine_->memory().primary(), hello_.mem_size);
+    uffd_.reset();
+  }
+  vcpu_ = std::make_unique<vmm::VcpuThread>(*machine_);
+  spdlog::info("receive: guest running here; {} of {} pages of {} still on the source", missing, pages_->npages(),
+               vmm::format_size(pages_->page_size()));
+}
+
+void Destination::progress() {
+  auto now = Clock::now();
+  if (now - last_progress_ < std::chrono::seconds(1)) return;
+  double mib = static_cast<double>(main_->bytes_received() + urgent_->bytes_received()) / (1 << 20);
+  spdlog::info("postcopy: {} pages left of {}, {:.0f} MiB received ({:.0f} MiB/s overall), {} faults so far",
+               pages_->npages() - pages_->present(), pages_->npages(), mib, mib / ms_between(t_hello_, now) * 1000,
+               metrics_.summarize().faults);
+  last_progress_ = now;
+}
+
+void Destination::urgent_loop() {
+  try {
+    while (!complete_) {
+      Frame f = urgent_->receive();
+      if (f.header.type != FrameType::Pages || !(f.header.flags & kPagesUrgent))
+        throw ProtocolError(fmt::format("unexpected {} on the urgent connection", frame_type_name(f.header.type)));
+      pages_->apply_postcopy(decode_pages(f.payload, hello_.mem_size), f.header.flags);
+      if (pages_->complete() && !complete_.exchange(true)) main_->send(FrameType::Complete, 0, {});
+    }
+  } catch (const std::exception& e) {
+    if (complete_) return;
+    std::lock_guard lock(error_mutex_);
+    error_ = fmt::format("urgent connection: {}", e.what());
+    main_->shutdown();
+  }
+}
+
+void Destination::receive_postcopy() {
+  while (!complete_) {
+    if (pages_->complete()) {
+      if (!complete_.exchange(true)) main_->send(FrameType::Complete, 0, {});
+      break;
+    }
+    Frame f;
+    try {
+      f = main_->receive();
+    } catch (const ConnectionError&) {
+      if (complete_) break;
+      std::lock_guard lock(error_mutex_);
+      if (!error_.empty()) throw vmm::Error(error_);
+      throw;
+    }
+    if (f.header.type == FrameType::Error) throw vmm::Error("the source gave up: " + decode_error(f.payload));
+    if (f.header.type != FrameType::Pages)
+      throw ProtocolError(fmt::format("unexpected {} during postcopy", frame_type_name(f.header.type)));
+    pages_->apply_postcopy(decode_pages(f.payload, hello_.mem_size), f.header.flags);
+    if (pages_->complete() && !complete_.exchange(true)) main_->send(FrameType::Complete, 0, {});
+    progress();
+  }
+  t_complete_ = Clock::now();
+}
+
+void Destination::finish_postcopy() {
+  if (resolver_) {
+    resolver_->stop();
+    if (auto e = resolver_->error(); !e.empty()) throw vmm::Error("fault resolver: " + e);
+  }
+  if (uffd_) uffd_->unregister(machine_->memory().primary(), hello_.mem_size);
+  urgent_->shutdown();
+  if (urgent_thread_.joinable()) urgent_thread_.join();
+}
+
+int Destination::run() {
+  auto [host, port] = split_host_port(options_.listen);
+  tcp::acceptor acceptor(io_);
+  tcp::endpoint ep(asio::ip::make_address(host), port);
+  acceptor.open(ep.protocol());
+  acceptor.set_option(tcp::acceptor::reuse_address(true));
+  boost::system::error_code ec;
+  acceptor.bind(ep, ec);
+  if (ec) throw vmm::Error(fmt::format("cannot listen on {}: {}", options_.listen, ec.message()));
+  acceptor.listen();
+  spdlog::info("receive: listening on {} for a migration, RAM on {}", options_.listen,
+               vmm::backend_name(options_.backend));
+  main_ = accept_one(acceptor);
+  hello_ = receive_hello(*main_);
+  t_hello_ = last_progress_ = Clock::now();
+  HelloReply reply = accept_source(hello_);
+  main_->send(FrameType::HelloReply, 0, encode(reply));
+  if (!reply.accepted) throw vmm::Error("refused the migration: " + reply.reason);
+  urgent_ = accept_one(acceptor);
+  Hello urgent_hello = receive_hello(*urgent_);
+  if (urgent_hello.role != Role::Urgent || urgent_hello.session != hello_.session)
+    throw ProtocolError("the second connection is not this migration's urgent channel");
+  spdlog::info("receive: {} from {} ({} on the source), mode {}", vmm::format_size(hello_.mem_size), main_->peer(),
+               hello_.src_backend, mode_name(hello_.mode));
+  receive_until_postcopy();
+  receive_postcopy();
+  finish_postcopy();
+  write_report(nullptr);
+  vmm::VcpuOutcome out = vcpu_->wait();
+  if (out.reason != vmm::StopReason::GuestExit)
+    throw vmm::Error(fmt::format("guest stopped: {}: {}", vmm::stop_reason_name(out.reason), out.detail));
+  spdlog::info("guest exited with code {} on the destination", out.exit_code);
+  return out.exit_code;
+}
+
+}  // namespace migration

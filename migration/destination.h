@@ -1,0 +1,72 @@
+// The migration destination (`vmm receive`): accepts one migration, builds
+// guest RAM on its own backend, takes precopy pages through the alias view,
+// restores state, and in postcopy resolves the guest's faults through
+// userfaultfd MINOR + UFFDIO_CONTINUE until every page is present. Then the
+// guest keeps running here until it exits.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "channel.h"
+#include "fault_metrics.h"
+#include "guest_memory.h"
+#include "machine.h"
+#include "messages.h"
+#include "page_states.h"
+#include "userfaultfd.h"
+#include "vcpu_thread.h"
+
+namespace migration {
+
+struct DestinationOptions {
+  std::string listen;  // HOST:PORT
+  vmm::Backend backend = vmm::Backend::Gmem;
+  vmm::GmemBind gmem_bind = vmm::GmemBind::Fd;
+  std::string report_path;
+  vmm::Serial::LineSink serial_sink;
+};
+
+class Destination {
+ public:
+  explicit Destination(DestinationOptions options);
+  ~Destination();
+  // Receives one migration, runs the guest to its end; returns its exit code.
+  int run();
+
+ private:
+  HelloReply accept_source(const Hello& hello);
+  void receive_until_postcopy();
+  void start_guest(const PostcopyBegin& begin);
+  void register_postcopy();
+  void receive_postcopy();
+  void urgent_loop();
+  void finish_postcopy();
+  void write_report(const vmm::VcpuOutcome* outcome);
+  void progress();
+
+  DestinationOptions options_;
+  boost::asio::io_context io_;
+  std::unique_ptr<Channel> main_, urgent_;
+  Hello hello_;
+  std::unique_ptr<vmm::KvmSystem> kvm_;
+  std::unique_ptr<vmm::Machine> machine_;
+  vmm::Mapping alias_;
+  std::unique_ptr<PageStates> pages_;
+  std::unique_ptr<vmm::Userfaultfd> uffd_;
+  FaultMetrics metrics_;
+  std::unique_ptr<class FaultResolver> resolver_;
+  std::unique_ptr<vmm::VcpuThread> vcpu_;
+  std::thread urgent_thread_;
+  std::atomic<bool> complete_{false};
+  std::mutex error_mutex_;
+  std::string error_;
+  uint32_t rounds_ = 0;
+  double source_stop_ms_ = 0, restore_ms_ = 0;
+  Clock::time_point t_hello_, t_complete_, last_progress_;
+};
+
+}  // namespace migration

@@ -1,0 +1,56 @@
+// The destination's end-of-migration summary (stderr) and --report JSON.
+#include <fstream>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "destination.h"
+#include "fault_resolver.h"
+#include "error.h"
+#include "hugepages.h"
+
+namespace migration {
+
+void Destination::write_report(const vmm::VcpuOutcome*) {
+  FaultMetrics::Summary s = metrics_.summarize();
+  double total_ms = std::chrono::duration<double, std::milli>(t_complete_ - t_hello_).count();
+  double downtime_ms = source_stop_ms_ + restore_ms_;
+  nlohmann::ordered_json j;
+  j["mode"] = mode_name(hello_.mode);
+  j["src_backend"] = hello_.src_backend;
+  j["dst_backend"] = std::string(vmm::backend_name(options_.backend));
+  j["page_size"] = pages_->page_size();
+  j["mem_size"] = hello_.mem_size;
+  auto faults = to_json(s);
+  for (auto& [k, v] : faults.items()) j[k] = v;
+  j["pages_pushed"] = pages_->pages_pushed();
+  j["zero_pages_skipped"] = pages_->chunks_skipped();
+  j["chunks_received"] = pages_->chunks_received();
+  j["local_resolutions"] = resolver_ ? resolver_->local_resolutions() : 0;
+  j["precopy_rounds"] = rounds_;
+  j["downtime_ms"] = downtime_ms;
+  j["downtime_breakdown_ms"] = {{"source_stop_to_begin", source_stop_ms_}, {"destination_restore", restore_ms_}};
+  j["total_ms"] = total_ms;
+  j["bytes_received"] = main_->bytes_received() + urgent_->bytes_received();
+  nlohmann::ordered_json timeline = nlohmann::ordered_json::array();
+  for (const auto& [t_ms, lat_us] : s.timeline) timeline.push_back({t_ms, lat_us});
+  j["fault_timeline_ms_us"] = timeline;
+
+  fmt::print(stderr,
+             "\n=== postcopy summary: {} -> {} ({} pages), mode {} ===\n"
+             "  faults {:>8}   latency us  p50 {:.0f}  p90 {:.0f}  p99 {:.0f}  max {:.0f}  mean {:.0f}\n"
+             "  per fault (p50 us): read->request {:.0f}, request->data {:.0f}, data->mapped {:.0f}\n"
+             "  vCPU blocked {:.2f} ms; pages requested {}, pushed {}; zero 4 KiB chunks skipped {}\n"
+             "  precopy rounds {}; downtime {:.2f} ms (source {:.2f} + destination {:.2f}); total {:.0f} ms\n\n",
+             hello_.src_backend, vmm::backend_name(options_.backend), vmm::format_size(pages_->page_size()),
+             mode_name(hello_.mode), s.faults, s.p50_us, s.p90_us, s.p99_us, s.max_us, s.mean_us, s.request_us_p50,
+             s.network_us_p50, s.continue_us_p50, s.blocked_ms, s.pages_requested, pages_->pages_pushed(),
+             pages_->chunks_skipped(), rounds_, downtime_ms, source_stop_ms_, restore_ms_, total_ms);
+  if (options_.report_path.empty()) return;
+  std::ofstream out(options_.report_path);
+  if (!out) vmm::throw_errno(fmt::format("open({})", options_.report_path), "check --report");
+  out << j.dump(2) << "\n";
+  spdlog::info("receive: report written to {}", options_.report_path);
+}
+
+}  // namespace migration

@@ -1,0 +1,89 @@
+#include "fault_resolver.h"
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "error.h"
+
+namespace migration {
+
+FaultResolver::FaultResolver(const vmm::Userfaultfd& uffd, PageStates& pages, Channel& urgent, FaultMetrics& metrics)
+    : uffd_(uffd), pages_(pages), urgent_(urgent), metrics_(metrics), stop_fd_(::eventfd(0, EFD_CLOEXEC)) {
+  if (!stop_fd_) vmm::throw_errno("eventfd");
+}
+
+FaultResolver::~FaultResolver() { stop(); }
+
+void FaultResolver::start() {
+  thread_ = std::thread([this] {
+    try {
+      loop();
+    } catch (const std::exception& e) {
+      std::lock_guard lock(mutex_);
+      error_ = e.what();
+      spdlog::error("fault resolver: {}", e.what());
+    }
+  });
+}
+
+void FaultResolver::stop() {
+  if (!thread_.joinable()) return;
+  uint64_t one = 1;
+  (void)!::write(stop_fd_.get(), &one, sizeof one);
+  thread_.join();
+}
+
+std::string FaultResolver::error() const {
+  std::lock_guard lock(mutex_);
+  return error_;
+}
+
+void FaultResolver::handle(const uffd_msg& msg, std::vector<uint64_t>& batch) {
+  if (msg.event != UFFD_EVENT_PAGEFAULT) return;
+  auto t = Clock::now();
+  uint64_t addr = msg.arg.pagefault.address - reinterpret_cast<uint64_t>(pages_.primary());
+  uint64_t page = addr / pages_.page_size();
+  if (page >= pages_.npages())
+    throw vmm::Error(fmt::format("userfaultfd reported a fault at offset {:#x}, outside guest RAM", addr));
+  metrics_.fault_read(page, t, msg.arg.pagefault.feat.ptid);
+  if (pages_.try_mark_requested(page)) {
+    batch.push_back(page);
+    return;
+  }
+  if (pages_.state(page) != PageState::Present) return;  // requested already: its arrival wakes us all
+  // Present but not yet mapped for this thread (a completion is racing us): map it here.
+  pages_.continue_pages(page, 1);
+  metrics_.page_done(page, t, Clock::now());
+  local_++;
+}
+
+void FaultResolver::loop() {
+  std::array<uffd_msg, 64> msgs;
+  std::vector<uint64_t> batch;
+  std::array<pollfd, 2> fds = {pollfd{uffd_.fd(), POLLIN, 0}, pollfd{stop_fd_.get(), POLLIN, 0}};
+  for (;;) {
+    int rc = ::poll(fds.data(), fds.size(), -1);
+    if (rc < 0 && errno == EINTR) continue;
+    if (rc < 0) vmm::throw_errno("poll(userfaultfd)");
+    if (fds[1].revents) return;
+    ssize_t n = ::read(uffd_.fd(), msgs.data(), sizeof msgs);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+    if (n < 0) vmm::throw_errno("read(userfaultfd)");
+    batch.clear();
+    for (ssize_t i = 0; i < n / static_cast<ssize_t>(sizeof(uffd_msg)); i++) handle(msgs[static_cast<size_t>(i)], batch);
+    if (batch.empty()) continue;
+    auto t = Clock::now();  // recorded first: the answer may complete the page before send() returns
+    for (uint64_t p : batch) metrics_.request_sent(p, t);
+    urgent_.send(FrameType::PageRequest, 0, encode_request(batch));
+  }
+}
+
+}  // namespace migration

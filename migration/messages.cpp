@@ -1,0 +1,233 @@
+#include "messages.h"
+
+#include <bit>
+
+#include <fmt/format.h>
+
+namespace migration {
+
+namespace {
+
+constexpr size_t kMaxString = 4096;
+
+void check_mode(uint8_t m) {
+  if (m < 1 || m > 3) throw ProtocolError(fmt::format("unknown migration mode {}", m));
+}
+
+std::vector<uint64_t> read_bits(ByteReader& r, uint64_t nbits) {
+  std::vector<uint64_t> w((nbits + 63) / 64);
+  for (auto& x : w) x = r.u64();
+  if (nbits % 64 && !w.empty() && (w.back() >> (nbits % 64)) != 0)
+    throw ProtocolError("bitmap has bits set past its end");
+  return w;
+}
+
+}  // namespace
+
+const char* mode_name(Mode m) {
+  switch (m) {
+    case Mode::Precopy: return "precopy";
+    case Mode::Postcopy: return "postcopy";
+    case Mode::Hybrid: return "hybrid";
+  }
+  return "?";
+}
+
+std::vector<uint8_t> encode(const Hello& m) {
+  ByteWriter w;
+  w.u8(static_cast<uint8_t>(m.role));
+  w.u64(m.session);
+  w.u8(static_cast<uint8_t>(m.mode));
+  w.u64(m.mem_size);
+  w.str(m.src_backend);
+  w.u64(m.src_page_size);
+  return std::move(w.buffer());
+}
+
+Hello decode_hello(std::span<const uint8_t> p) {
+  ByteReader r(p, "Hello");
+  Hello m;
+  uint8_t role = r.u8();
+  if (role != 1 && role != 2) throw ProtocolError(fmt::format("unknown connection role {}", role));
+  m.role = static_cast<Role>(role);
+  m.session = r.u64();
+  uint8_t mode = r.u8();
+  check_mode(mode);
+  m.mode = static_cast<Mode>(mode);
+  m.mem_size = r.u64();
+  m.src_backend = r.str(64);
+  m.src_page_size = r.u64();
+  r.expect_end();
+  if (m.mem_size == 0 || m.mem_size % kChunk) throw ProtocolError(fmt::format("bad memory size {}", m.mem_size));
+  return m;
+}
+
+std::vector<uint8_t> encode(const HelloReply& m) {
+  ByteWriter w;
+  w.u8(m.accepted ? 1 : 0);
+  w.str(m.reason);
+  w.str(m.dst_backend);
+  w.u64(m.dst_page_size);
+  w.u8(m.uffd_minor ? 1 : 0);
+  return std::move(w.buffer());
+}
+
+HelloReply decode_hello_reply(std::span<const uint8_t> p) {
+  ByteReader r(p, "HelloReply");
+  HelloReply m;
+  m.accepted = r.u8() != 0;
+  m.reason = r.str(kMaxString);
+  m.dst_backend = r.str(64);
+  m.dst_page_size = r.u64();
+  m.uffd_minor = r.u8() != 0;
+  r.expect_end();
+  if (m.accepted && (m.dst_page_size < kChunk || !std::has_single_bit(m.dst_page_size)))
+    throw ProtocolError(fmt::format("bad destination page size {}", m.dst_page_size));
+  return m;
+}
+
+std::vector<uint8_t> encode(const RoundDone& m) {
+  ByteWriter w;
+  w.u32(m.round);
+  w.u64(m.chunks_sent);
+  return std::move(w.buffer());
+}
+
+RoundDone decode_round_done(std::span<const uint8_t> p) {
+  ByteReader r(p, "RoundDone");
+  RoundDone m{r.u32(), r.u64()};
+  r.expect_end();
+  return m;
+}
+
+std::vector<uint8_t> encode(const PostcopyBegin& m) {
+  ByteWriter w;
+  w.u64(m.page_size);
+  w.u64(m.npages);
+  w.u64(m.source_stop_us);
+  for (uint64_t x : m.missing) w.u64(x);
+  return std::move(w.buffer());
+}
+
+PostcopyBegin decode_postcopy_begin(std::span<const uint8_t> p, uint64_t mem_size) {
+  ByteReader r(p, "PostcopyBegin");
+  PostcopyBegin m;
+  m.page_size = r.u64();
+  m.npages = r.u64();
+  m.source_stop_us = r.u64();
+  if (m.page_size == 0 || mem_size % m.page_size || m.npages != mem_size / m.page_size)
+    throw ProtocolError(fmt::format("PostcopyBegin counts {} pages of {} bytes for {} bytes of memory", m.npages,
+                                    m.page_size, mem_size));
+  m.missing = read_bits(r, m.npages);
+  r.expect_end();
+  return m;
+}
+
+std::vector<uint8_t> encode(const Started& m) {
+  ByteWriter w;
+  w.u64(m.restore_us);
+  return std::move(w.buffer());
+}
+
+Started decode_started(std::span<const uint8_t> p) {
+  ByteReader r(p, "Started");
+  Started m{r.u64()};
+  r.expect_end();
+  return m;
+}
+
+std::vector<uint8_t> encode_request(const std::vector<uint64_t>& pages) {
+  ByteWriter w;
+  w.u32(static_cast<uint32_t>(pages.size()));
+  for (uint64_t pg : pages) w.u64(pg);
+  return std::move(w.buffer());
+}
+
+std::vector<uint64_t> decode_request(std::span<const uint8_t> p, uint64_t npages) {
+  ByteReader r(p, "PageRequest");
+  uint32_t n = r.u32();
+  if (n == 0 || n > kMaxRequestPages) throw ProtocolError(fmt::format("PageRequest for {} pages", n));
+  std::vector<uint64_t> pages(n);
+  for (auto& pg : pages) {
+    pg = r.u64();
+    if (pg >= npages) throw ProtocolError(fmt::format("PageRequest for page {} of {}", pg, npages));
+  }
+  r.expect_end();
+  return pages;
+}
+
+std::vector<uint8_t> encode_error(const std::string& reason) {
+  ByteWriter w;
+  w.str(reason.substr(0, kMaxString));
+  return std::move(w.buffer());
+}
+
+std::string decode_error(std::span<const uint8_t> p) {
+  ByteReader r(p, "Error");
+  std::string s = r.str(kMaxString);
+  r.expect_end();
+  return s;
+}
+
+bool chunk_is_zero(const uint8_t* p) {
+  const auto* w = reinterpret_cast<const uint64_t*>(p);
+  uint64_t acc = 0;
+  for (size_t i = 0; i < kChunk / 8; i += 8)
+    acc |= w[i] | w[i + 1] | w[i + 2] | w[i + 3] | w[i + 4] | w[i + 5] | w[i + 6] | w[i + 7];
+  return acc == 0;
+}
+
+std::vector<uint8_t> encode_pages(uint64_t offset, uint32_t count, const uint8_t* mem,
+                                  const std::vector<uint64_t>* dest_nonzero, PagesStats& stats) {
+  size_t words = (count + 63) / 64;
+  std::vector<uint64_t> data_bits(words), zero_bits(words);
+  std::vector<uint32_t> data_chunks;
+  for (uint32_t i = 0; i < count; i++) {
+    const uint8_t* c = mem + offset + uint64_t{i} * kChunk;
+    uint64_t global = offset / kChunk + i;
+    if (!chunk_is_zero(c)) {
+      data_bits[i / 64] |= 1ULL << (i % 64);
+      data_chunks.push_back(i);
+    } else if (dest_nonzero && ((*dest_nonzero)[global / 64] >> (global % 64) & 1)) {
+      zero_bits[i / 64] |= 1ULL << (i % 64);
+      stats.zero_markers++;
+    } else {
+      stats.skipped++;
+    }
+  }
+  stats.data += static_cast<uint32_t>(data_chunks.size());
+  ByteWriter w;
+  w.buffer().reserve(16 + words * 16 + data_chunks.size() * kChunk);
+  w.u64(offset);
+  w.u32(count);
+  w.u32(0);
+  for (uint64_t x : data_bits) w.u64(x);
+  for (uint64_t x : zero_bits) w.u64(x);
+  for (uint32_t i : data_chunks) w.bytes({mem + offset + uint64_t{i} * kChunk, kChunk});
+  return std::move(w.buffer());
+}
+
+PagesView decode_pages(std::span<const uint8_t> p, uint64_t mem_size) {
+  ByteReader r(p, "Pages");
+  PagesView v;
+  v.offset = r.u64();
+  v.count = r.u32();
+  if (r.u32() != 0) throw ProtocolError("Pages reserved field is not zero");
+  if (v.count == 0 || v.count > kMaxChunksPerFrame)
+    throw ProtocolError(fmt::format("Pages frame with {} chunks (1..{})", v.count, kMaxChunksPerFrame));
+  if (v.offset % kChunk || v.offset >= mem_size || (mem_size - v.offset) / kChunk < v.count)
+    throw ProtocolError(fmt::format("Pages frame for [{:#x}, +{} chunks) is outside guest memory of {:#x} bytes",
+                                    v.offset, v.count, mem_size));
+  v.data_bits = read_bits(r, v.count);
+  v.zero_bits = read_bits(r, v.count);
+  uint64_t ndata = 0;
+  for (size_t i = 0; i < v.data_bits.size(); i++) {
+    if (v.data_bits[i] & v.zero_bits[i]) throw ProtocolError("a chunk is marked both data and zero");
+    ndata += static_cast<uint64_t>(std::popcount(v.data_bits[i]));
+  }
+  v.data = r.bytes(ndata * kChunk);
+  r.expect_end();
+  return v;
+}
+
+}  // namespace migration

@@ -1,0 +1,115 @@
+// Typed payloads of the migration frames, with pure encode/decode functions.
+// Sequence (main connection unless noted):
+//
+//   source                                   destination
+//   Hello{Main} ───────────────────────────▶ checks memory size, backend, uffd
+//               ◀─────────────────────────── HelloReply{accepted | reason}
+//   Hello{Urgent} (second connection) ─────▶
+//   Pages... RoundDone  (precopy rounds) ──▶ written through the alias view
+//   -- source vCPUs stop --
+//   Pages (final dirty set, precopy) ──────▶
+//   VmState ───────────────────────────────▶ restore
+//   PostcopyBegin{missing pages} ──────────▶ register uffd MINOR, start vCPUs
+//               ◀─────────────────────────── Started
+//               ◀─────────────────────────── PageRequest (urgent connection)
+//   Pages{Urgent, Last} (urgent conn.) ────▶ UFFDIO_CONTINUE
+//   Pages{Last} (background push) ─────────▶ UFFDIO_CONTINUE
+//               ◀─────────────────────────── Complete
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "wire.h"
+
+namespace migration {
+
+inline constexpr uint64_t kChunk = 4096;       // the unit of page data on the wire
+inline constexpr uint32_t kMaxChunksPerFrame = 1024;
+inline constexpr uint32_t kMaxRequestPages = 4096;
+
+enum class Mode : uint8_t { Precopy = 1, Postcopy = 2, Hybrid = 3 };
+enum class Role : uint8_t { Main = 1, Urgent = 2 };
+const char* mode_name(Mode m);
+
+struct Hello {
+  Role role = Role::Main;
+  uint64_t session = 0;
+  Mode mode = Mode::Hybrid;
+  uint64_t mem_size = 0;
+  std::string src_backend;
+  uint64_t src_page_size = 0;
+};
+
+struct HelloReply {
+  bool accepted = false;
+  std::string reason;  // why not, when refused
+  std::string dst_backend;
+  uint64_t dst_page_size = 0;
+  bool uffd_minor = false;
+};
+
+// Pages frame flags.
+inline constexpr uint32_t kPagesUrgent = 1u << 0;     // answers a PageRequest
+inline constexpr uint32_t kPagesLastOfPage = 1u << 1;  // completes a destination page (postcopy)
+
+// A run of `count` 4 KiB chunks from `offset`: a chunk is either data (bit in
+// data_bits, its bytes follow in order), a zero marker (bit in zero_bits: the
+// destination must clear it), or neither (already right on the destination).
+struct PagesView {
+  uint64_t offset = 0;
+  uint32_t count = 0;
+  std::vector<uint64_t> data_bits;
+  std::vector<uint64_t> zero_bits;
+  std::span<const uint8_t> data;
+  bool is_data(uint32_t i) const { return data_bits[i / 64] >> (i % 64) & 1; }
+  bool is_zero(uint32_t i) const { return zero_bits[i / 64] >> (i % 64) & 1; }
+};
+
+struct RoundDone {
+  uint32_t round = 0;
+  uint64_t chunks_sent = 0;
+};
+
+struct PostcopyBegin {
+  uint64_t page_size = 0;           // destination page size the bitmap counts in
+  uint64_t npages = 0;
+  std::vector<uint64_t> missing;    // bit set: the destination page must still come
+  uint64_t source_stop_us = 0;      // source: vCPU stop -> this frame, for downtime
+};
+
+struct Started {
+  uint64_t restore_us = 0;  // destination: VmState received -> vCPU running
+};
+
+std::vector<uint8_t> encode(const Hello& m);
+std::vector<uint8_t> encode(const HelloReply& m);
+std::vector<uint8_t> encode(const RoundDone& m);
+std::vector<uint8_t> encode(const PostcopyBegin& m);
+std::vector<uint8_t> encode(const Started& m);
+std::vector<uint8_t> encode_request(const std::vector<uint64_t>& pages);
+std::vector<uint8_t> encode_error(const std::string& reason);
+
+Hello decode_hello(std::span<const uint8_t> p);
+HelloReply decode_hello_reply(std::span<const uint8_t> p);
+RoundDone decode_round_done(std::span<const uint8_t> p);
+PostcopyBegin decode_postcopy_begin(std::span<const uint8_t> p, uint64_t mem_size);
+Started decode_started(std::span<const uint8_t> p);
+std::vector<uint64_t> decode_request(std::span<const uint8_t> p, uint64_t npages);
+std::string decode_error(std::span<const uint8_t> p);
+
+// Builds a Pages payload from guest memory at [offset, offset + count * 4 KiB):
+// zero chunks become zero markers where `dest_nonzero` says the destination
+// holds non-zero data there, and are skipped otherwise. Returns the payload.
+struct PagesStats {
+  uint32_t data = 0, zero_markers = 0, skipped = 0;
+};
+std::vector<uint8_t> encode_pages(uint64_t offset, uint32_t count, const uint8_t* mem,
+                                  const std::vector<uint64_t>* dest_nonzero, PagesStats& stats);
+// Parses and bounds-checks a Pages payload against the guest memory size.
+PagesView decode_pages(std::span<const uint8_t> p, uint64_t mem_size);
+
+bool chunk_is_zero(const uint8_t* p);
+
+}  // namespace migration

@@ -1,0 +1,123 @@
+#include "page_server.h"
+
+#include <thread>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+namespace migration {
+
+PageServer::PageServer(const uint8_t* mem, uint64_t mem_size, uint64_t dest_page_size,
+                       const std::vector<uint64_t>& missing, const std::vector<uint64_t>& dest_nonzero, Channel& main,
+                       Channel& urgent)
+    : mem_(mem),
+      mem_size_(mem_size),
+      page_size_(dest_page_size),
+      npages_(mem_size / dest_page_size),
+      dest_nonzero_(dest_nonzero),
+      main_(main),
+      urgent_(urgent),
+      sent_(new std::atomic<uint8_t>[npages_]) {
+  for (uint64_t p = 0; p < npages_; p++) sent_[p] = (missing[p / 64] >> (p % 64) & 1) ? 0 : 1;
+}
+
+// Sends destination pages [first, first + count) as Pages frames of at most
+// kMaxChunksPerFrame chunks; the frame that ends a page carries kPagesLastOfPage.
+void PageServer::send_pages(Channel& ch, uint64_t first, uint64_t count, uint32_t flags) {
+  uint64_t begin = first * page_size_, end = (first + count) * page_size_;
+  for (uint64_t off = begin; off < end;) {
+    auto n = static_cast<uint32_t>(std::min<uint64_t>(kMaxChunksPerFrame, (end - off) / kChunk));
+    PagesStats st;
+    auto payload = encode_pages(off, n, mem_, &dest_nonzero_, st);
+    off += uint64_t{n} * kChunk;
+    bool ends_page = off % page_size_ == 0;
+    ch.send(FrameType::Pages, flags | (ends_page ? kPagesLastOfPage : 0), payload);
+    std::lock_guard lock(mutex_);
+    stats_.chunks_data += st.data;
+    stats_.chunks_zero_markers += st.zero_markers;
+    stats_.chunks_skipped += st.skipped;
+  }
+}
+
+void PageServer::serve_requests() {
+  try {
+    while (!done_) {
+      Frame f = urgent_.receive();
+      if (f.header.type != FrameType::PageRequest)
+        throw ProtocolError(fmt::format("unexpected {} on the urgent connection", frame_type_name(f.header.type)));
+      auto pages = decode_request(f.payload, npages_);
+      for (uint64_t pg : pages) {
+        cursor_ = pg + 1 < npages_ ? pg + 1 : 0;
+        if (!claim(pg)) continue;  // already on its way by push
+        send_pages(urgent_, pg, 1, kPagesUrgent);
+        std::lock_guard lock(mutex_);
+        stats_.pages_urgent++;
+      }
+      std::lock_guard lock(mutex_);
+      stats_.requests += pages.size();
+    }
+  } catch (const std::exception& e) {
+    if (!done_) fail(fmt::format("urgent connection: {}", e.what()));
+  }
+}
+
+void PageServer::watch_main() {
+  try {
+    for (;;) {
+      Frame f = main_.receive();
+      if (f.header.type == FrameType::Complete) break;
+      if (f.header.type == FrameType::Error) throw std::runtime_error("destination: " + decode_error(f.payload));
+      if (f.header.type != FrameType::Started)
+        throw ProtocolError(fmt::format("unexpected {} from the destination", frame_type_name(f.header.type)));
+      spdlog::info("postcopy: destination runs the guest (restore took {} us there)",
+                   decode_started(f.payload).restore_us);
+    }
+  } catch (const std::exception& e) {
+    fail(e.what());
+  }
+  done_ = true;
+  urgent_.shutdown();
+}
+
+void PageServer::fail(const std::string& why) {
+  std::lock_guard lock(mutex_);
+  if (error_.empty()) error_ = why;
+  done_ = true;
+}
+
+// Finds the next unsent page from the cursor and sends a run of them: up to a
+// frame's worth of small pages at once, or one large page.
+void PageServer::push() {
+  uint64_t remaining = 0;
+  for (uint64_t p = 0; p < npages_; p++) remaining += sent_[p] == 0;
+  uint64_t per_frame = std::max<uint64_t>(1, kMaxChunksPerFrame * kChunk / page_size_);
+  while (!done_ && remaining) {
+    uint64_t start = cursor_.load(), p = start, scanned = 0;
+    while (scanned < npages_ && sent_[p]) p = (p + 1) % npages_, scanned++;
+    if (scanned == npages_) break;
+    uint64_t n = 0;
+    while (n < per_frame && p + n < npages_ && claim(p + n)) n++;
+    if (n == 0) continue;
+    cursor_.compare_exchange_strong(start, (p + n) % npages_);
+    send_pages(main_, p, n, 0);
+    std::lock_guard lock(mutex_);
+    stats_.pages_pushed += n;
+  }
+}
+
+PageServerStats PageServer::run() {
+  std::thread urgent([this] { serve_requests(); });
+  std::thread watcher([this] { watch_main(); });
+  try {
+    push();
+  } catch (const std::exception& e) {
+    fail(fmt::format("background push: {}", e.what()));
+    main_.shutdown();
+  }
+  watcher.join();
+  urgent.join();
+  if (!error_.empty()) throw std::runtime_error(error_);
+  return stats_;
+}
+
+}  // namespace migration

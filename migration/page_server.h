@@ -1,0 +1,55 @@
+// The source's postcopy page server. After switchover it answers the
+// destination's PageRequests on the urgent connection, so they never wait
+// behind bulk data, and pushes every other missing page on the main
+// connection, restarting its scan just after the latest requested page
+// (QEMU's rule). Each destination page is sent exactly once.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "channel.h"
+#include "messages.h"
+
+namespace migration {
+
+struct PageServerStats {
+  uint64_t pages_urgent = 0, pages_pushed = 0;
+  uint64_t chunks_data = 0, chunks_zero_markers = 0, chunks_skipped = 0;
+  uint64_t requests = 0;
+};
+
+class PageServer {
+ public:
+  PageServer(const uint8_t* mem, uint64_t mem_size, uint64_t dest_page_size, const std::vector<uint64_t>& missing,
+             const std::vector<uint64_t>& dest_nonzero, Channel& main, Channel& urgent);
+
+  // Serves until the destination reports Complete; throws on failure.
+  PageServerStats run();
+
+ private:
+  bool claim(uint64_t page) { return !sent_[page].exchange(1); }
+  void send_pages(Channel& ch, uint64_t first, uint64_t count, uint32_t flags);
+  void serve_requests();
+  void watch_main();
+  void push();
+  void fail(const std::string& why);
+
+  const uint8_t* mem_;
+  uint64_t mem_size_, page_size_, npages_;
+  const std::vector<uint64_t>& dest_nonzero_;
+  Channel& main_;
+  Channel& urgent_;
+  std::unique_ptr<std::atomic<uint8_t>[]> sent_;
+  std::atomic<uint64_t> cursor_{0};
+  std::atomic<bool> done_{false};
+  std::mutex mutex_;
+  std::string error_;
+  PageServerStats stats_;
+};
+
+}  // namespace migration

@@ -1,0 +1,116 @@
+#include "page_states.h"
+
+#include <sys/ioctl.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "error.h"
+#include "userfaultfd.h"
+
+namespace migration {
+
+PageStates::PageStates(uint8_t* primary, uint8_t* alias, uint64_t mem_size, uint64_t page_size)
+    : primary_(primary),
+      alias_(alias),
+      mem_size_(mem_size),
+      page_size_(page_size),
+      npages_(mem_size / page_size),
+      state_(new std::atomic<uint8_t>[npages_]) {
+  for (uint64_t p = 0; p < npages_; p++) state_[p] = static_cast<uint8_t>(PageState::Missing);
+}
+
+void PageStates::write_chunks(const PagesView& v) {
+  const uint8_t* src = v.data.data();
+  for (uint32_t i = 0; i < v.count; i++) {
+    uint8_t* dst = alias_ + v.offset + uint64_t{i} * kChunk;
+    if (v.is_data(i)) {
+      std::memcpy(dst, src, kChunk);
+      src += kChunk;
+      received_++;
+    } else if (v.is_zero(i)) {
+      std::memset(dst, 0, kChunk);
+    } else {
+      skipped_++;
+    }
+  }
+}
+
+void PageStates::apply_precopy(const PagesView& v) { write_chunks(v); }
+
+void PageStates::begin_postcopy(const std::vector<uint64_t>& missing, const vmm::Userfaultfd* uffd,
+                                FaultMetrics* metrics) {
+  uffd_ = uffd;
+  metrics_ = metrics;
+  uint64_t present = 0;
+  for (uint64_t p = 0; p < npages_; p++) {
+    bool miss = missing[p / 64] >> (p % 64) & 1;
+    state_[p] = static_cast<uint8_t>(miss ? PageState::Missing : PageState::Present);
+    present += !miss;
+  }
+  present_ = present;
+}
+
+bool PageStates::try_mark_requested(uint64_t page) {
+  auto expected = static_cast<uint8_t>(PageState::Missing);
+  return state_[page].compare_exchange_strong(expected, static_cast<uint8_t>(PageState::Requested));
+}
+
+void PageStates::continue_pages(uint64_t first, uint64_t count) const {
+  if (!uffd_) return;
+  uffdio_continue c{};
+  c.range.start = reinterpret_cast<uint64_t>(primary_) + first * page_size_;
+  c.range.len = count * page_size_;
+  for (;;) {
+    if (::ioctl(uffd_->fd(), UFFDIO_CONTINUE, &c) == 0) return;
+    if (errno == EEXIST) return;  // already mapped (a racing fault or completion did it)
+    if (errno == EAGAIN) continue;
+    vmm::throw_errno(fmt::format("UFFDIO_CONTINUE(pages {}+{})", first, count));
+  }
+}
+
+// Maps every page that arrived during precopy, in runs, before the guest runs:
+// otherwise each first touch would cost a local userfaultfd round trip.
+void PageStates::continue_present_ranges() const {
+  for (uint64_t p = 0; p < npages_;) {
+    if (state(p) != PageState::Present) {
+      p++;
+      continue;
+    }
+    uint64_t n = 0;
+    while (p + n < npages_ && state(p + n) == PageState::Present) n++;
+    continue_pages(p, n);
+    p += n;
+  }
+}
+
+uint64_t PageStates::apply_postcopy(const PagesView& v, uint32_t flags) {
+  uint64_t begin = v.offset, end = v.offset + uint64_t{v.count} * kChunk;
+  for (uint64_t p = begin / page_size_; p * page_size_ < end; p++)
+    if (state(p) == PageState::Present)
+      throw ProtocolError(fmt::format("source sent data for page {}, which is already present", p));
+  write_chunks(v);
+  if (!(flags & kPagesLastOfPage)) return 0;
+  if (end % page_size_)
+    throw ProtocolError(fmt::format("Pages frame marked last-of-page ends at {:#x}, inside a {} byte page", end,
+                                    page_size_));
+  uint64_t first = begin / page_size_, last = end / page_size_;  // [first, last)
+  auto t_received = Clock::now();
+  std::vector<bool> was_requested(last - first);
+  for (uint64_t p = first; p < last; p++) {
+    auto prev = static_cast<PageState>(state_[p].exchange(static_cast<uint8_t>(PageState::Present)));
+    was_requested[p - first] = prev == PageState::Requested;
+  }
+  continue_pages(first, last - first);
+  auto t_done = Clock::now();
+  present_ += last - first;
+  if (!(flags & kPagesUrgent)) pushed_ += last - first;
+  if (metrics_)
+    for (uint64_t p = first; p < last; p++)
+      if (was_requested[p - first]) metrics_->page_done(p, t_received, t_done);
+  return last - first;
+}
+
+}  // namespace migration

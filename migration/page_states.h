@@ -1,0 +1,63 @@
+// The destination's view of guest RAM during an incoming migration: page data
+// lands through the alias view; in postcopy each destination page moves
+// Missing -> (Requested) -> Present, and becomes visible to the guest with
+// UFFDIO_CONTINUE on the primary view only once all its bytes are there.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "fault_metrics.h"
+#include "messages.h"
+
+namespace vmm {
+class Userfaultfd;
+}
+
+namespace migration {
+
+enum class PageState : uint8_t { Missing = 0, Requested = 1, Present = 2 };
+
+class PageStates {
+ public:
+  PageStates(uint8_t* primary, uint8_t* alias, uint64_t mem_size, uint64_t page_size);
+
+  uint64_t page_size() const { return page_size_; }
+  uint64_t npages() const { return npages_; }
+  uint8_t* primary() const { return primary_; }
+
+  // Precopy: write chunks through the alias (the guest is not running yet).
+  void apply_precopy(const PagesView& v);
+  // Postcopy: marks pages Missing from the source's bitmap, the rest Present.
+  void begin_postcopy(const std::vector<uint64_t>& missing, const vmm::Userfaultfd* uffd, FaultMetrics* metrics);
+  // Postcopy: writes a frame into pages that must not be Present yet; when the
+  // frame completes pages, maps them (UFFDIO_CONTINUE). Returns pages completed.
+  uint64_t apply_postcopy(const PagesView& v, uint32_t flags);
+
+  PageState state(uint64_t page) const { return static_cast<PageState>(state_[page].load()); }
+  bool try_mark_requested(uint64_t page);
+  // UFFDIO_CONTINUE over [first, first + count) pages; EEXIST counts as done.
+  void continue_pages(uint64_t first, uint64_t count) const;
+  void continue_present_ranges() const;
+
+  uint64_t present() const { return present_.load(); }
+  bool complete() const { return present_.load() == npages_; }
+  uint64_t pages_pushed() const { return pushed_.load(); }
+  uint64_t chunks_skipped() const { return skipped_.load(); }
+  uint64_t chunks_received() const { return received_.load(); }
+
+ private:
+  void write_chunks(const PagesView& v);
+
+  uint8_t* primary_;
+  uint8_t* alias_;
+  uint64_t mem_size_, page_size_, npages_;
+  std::unique_ptr<std::atomic<uint8_t>[]> state_;
+  std::atomic<uint64_t> present_{0}, pushed_{0}, skipped_{0}, received_{0};
+  const vmm::Userfaultfd* uffd_ = nullptr;
+  FaultMetrics* metrics_ = nullptr;
+};
+
+}  // namespace migration

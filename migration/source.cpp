@@ -1,0 +1,205 @@
+#include "source.h"
+
+#include <chrono>
+#include <random>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "error.h"
+#include "hugepages.h"
+#include "machine.h"
+#include "vcpu_thread.h"
+#include "vm_state.h"
+
+namespace migration {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double ms_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+bool test_bit(const std::vector<uint64_t>& b, uint64_t i) { return b[i / 64] >> (i % 64) & 1; }
+void set_bit(std::vector<uint64_t>& b, uint64_t i) { b[i / 64] |= 1ULL << (i % 64); }
+void clear_bit(std::vector<uint64_t>& b, uint64_t i) { b[i / 64] &= ~(1ULL << (i % 64)); }
+
+uint64_t popcount(const std::vector<uint64_t>& b) {
+  uint64_t n = 0;
+  for (uint64_t w : b) n += static_cast<uint64_t>(__builtin_popcountll(w));
+  return n;
+}
+
+Frame expect(Channel& ch, FrameType type) {
+  Frame f = ch.receive();
+  if (f.header.type == FrameType::Error) throw vmm::Error("destination refused: " + decode_error(f.payload));
+  if (f.header.type != type)
+    throw ProtocolError(fmt::format("expected {} from the destination, got {}", frame_type_name(type),
+                                    frame_type_name(f.header.type)));
+  return f;
+}
+
+}  // namespace
+
+void check_source_mode(const vmm::Machine& m, Mode mode) {
+  if (mode != Mode::Postcopy && !m.can_log_dirty())
+    throw vmm::Error(fmt::format(
+        "--mode {} needs KVM dirty logging, which KVM refuses on a KVM_MEM_GUEST_MEMFD memslot: run the source "
+        "with --gmem-bind hva (a plain memslot over the guest_memfd mapping), or use --mode postcopy",
+        mode_name(mode)));
+}
+
+Source::Source(vmm::Machine& machine, vmm::VcpuThread& vcpu, SourceOptions options)
+    : machine_(machine), vcpu_(vcpu), options_(std::move(options)) {
+  uint64_t chunks = machine_.memory().size() / kChunk;
+  sent_.assign((chunks + 63) / 64, 0);
+  dest_nonzero_.assign((chunks + 63) / 64, 0);
+  if (options_.precopy_rounds == 0) options_.precopy_rounds = options_.mode == Mode::Precopy ? 30 : 1;
+}
+
+void Source::connect() {
+  const auto& mem = machine_.memory();
+  Hello hello{Role::Main, std::random_device{}() | (uint64_t{std::random_device{}()} << 32), options_.mode,
+              mem.size(), std::string(vmm::backend_name(mem.backend())), mem.page_size()};
+  main_ = connect_channel(io_, options_.to);
+  main_->send(FrameType::Hello, 0, encode(hello));
+  peer_ = decode_hello_reply(expect(*main_, FrameType::HelloReply).payload);
+  if (!peer_.accepted) throw vmm::Error("destination refused the migration: " + peer_.reason);
+  hello.role = Role::Urgent;
+  urgent_ = connect_channel(io_, options_.to);
+  urgent_->send(FrameType::Hello, 0, encode(hello));
+  spdlog::info("migrate: {} to {} ({} {} pages, uffd MINOR {}), mode {}", vmm::format_size(mem.size()),
+               options_.to, peer_.dst_backend, vmm::format_size(peer_.dst_page_size),
+               peer_.uffd_minor ? "yes" : "no", mode_name(options_.mode));
+}
+
+// Sends every chunk whose bit is set, in runs of at most one frame.
+uint64_t Source::send_chunks(const std::vector<uint64_t>& bits) {
+  const uint8_t* mem = machine_.memory().primary();
+  uint64_t chunks = machine_.memory().size() / kChunk, sent = 0;
+  for (uint64_t c = 0; c < chunks;) {
+    if (!test_bit(bits, c)) {
+      c++;
+      continue;
+    }
+    uint32_t n = 0;
+    while (n < kMaxChunksPerFrame && c + n < chunks && test_bit(bits, c + n)) n++;
+    PagesStats st;
+    auto payload = encode_pages(c * kChunk, n, mem, &dest_nonzero_, st);
+    main_->send(FrameType::Pages, 0, payload);
+    // Track what the destination now holds: data chunks are non-zero there,
+    // zero markers cleared theirs, skipped ones were zero already.
+    for (uint32_t i = 0; i < n; i++) {
+      set_bit(sent_, c + i);
+      if (!chunk_is_zero(mem + (c + i) * kChunk)) set_bit(dest_nonzero_, c + i);
+      else clear_bit(dest_nonzero_, c + i);
+    }
+    sent += n;
+    c += n;
+  }
+  return sent;
+}
+
+void Source::precopy() {
+  machine_.set_dirty_logging(true);
+  uint64_t chunks = machine_.memory().size() / kChunk;
+  std::vector<uint64_t> bits(sent_.size(), ~0ULL), dirty;
+  if (chunks % 64) bits.back() = (1ULL << (chunks % 64)) - 1;
+  machine_.get_dirty_log(dirty);  // clears what happened before round 0, which sends everything
+  for (rounds_ = 0;; rounds_++) {
+    auto t0 = Clock::now();
+    uint64_t n = send_chunks(bits);
+    precopy_chunks_ += n;
+    main_->send(FrameType::RoundDone, 0, encode(RoundDone{rounds_, n}));
+    machine_.get_dirty_log(dirty);
+    uint64_t ndirty = popcount(dirty);
+    spdlog::info("precopy: round {} sent {} in {:.0f} ms; {} dirtied meanwhile", rounds_,
+                 vmm::format_size(n * kChunk), ms_between(t0, Clock::now()), vmm::format_size(ndirty * kChunk));
+    if (ndirty < options_.converge_chunks || rounds_ >= options_.precopy_rounds || vcpu_.finished()) break;
+    bits.swap(dirty);
+  }
+  rounds_++;
+  pending_dirty_ = std::move(dirty);  // stale on the destination: resent or missing at switchover
+}
+
+// Destination pages that still have to come: any chunk never sent or dirtied since.
+std::vector<uint64_t> Source::missing_pages(const std::vector<uint64_t>& final_dirty) const {
+  uint64_t page = peer_.dst_page_size, npages = machine_.memory().size() / page, per = page / kChunk;
+  std::vector<uint64_t> missing((npages + 63) / 64, 0);
+  for (uint64_t p = 0; p < npages; p++)
+    for (uint64_t c = p * per; c < (p + 1) * per; c++)
+      if (!test_bit(sent_, c) || test_bit(final_dirty, c)) {
+        set_bit(missing, p);
+        break;
+      }
+  return missing;
+}
+
+void Source::switchover(SourceReport& report) {
+  auto t_stop = Clock::now();
+  std::vector<uint64_t> final_dirty(sent_.size(), 0);
+  if (options_.mode != Mode::Postcopy) {
+    machine_.get_dirty_log(final_dirty);
+    machine_.set_dirty_logging(false);
+    for (size_t w = 0; w < final_dirty.size(); w++) final_dirty[w] |= pending_dirty_[w];
+  }
+  if (options_.mode == Mode::Precopy) {
+    precopy_chunks_ += send_chunks(final_dirty);
+    final_dirty.assign(final_dirty.size(), 0);
+  }
+  VmState state = capture_vm(machine_, migratable_msrs(machine_.kvm(), machine_.vcpu()));
+  main_->send(FrameType::VmState, 0, encode(state));
+  PostcopyBegin begin;
+  begin.page_size = peer_.dst_page_size;
+  begin.npages = machine_.memory().size() / begin.page_size;
+  begin.missing = missing_pages(final_dirty);
+  report.downtime_source_ms = ms_between(t_stop, Clock::now());
+  begin.source_stop_us = static_cast<uint64_t>(report.downtime_source_ms * 1000);
+  main_->send(FrameType::PostcopyBegin, 0, encode(begin));
+  spdlog::info("switchover: vCPU state sent {:.2f} ms after stop; {} of {} destination pages left for postcopy",
+               report.downtime_source_ms, popcount(begin.missing), begin.npages);
+  PageServer server(machine_.memory().primary(), machine_.memory().size(), begin.page_size, begin.missing,
+                    dest_nonzero_, *main_, *urgent_);
+  report.postcopy = server.run();
+}
+
+SourceReport Source::run() {
+  SourceReport report;
+  auto t0 = Clock::now();
+  bool switched = false;
+  try {
+    connect();
+    if (options_.mode != Mode::Postcopy) precopy();
+    if (!vcpu_.pause()) {
+      main_->send(FrameType::Error, 0, encode_error("the guest exited on the source before switchover"));
+      report.result = SourceResult::GuestFinished;
+      return report;
+    }
+    switched = true;
+    switchover(report);
+    report.result = SourceResult::Completed;
+  } catch (const std::exception& e) {
+    report.error = e.what();
+    report.result = switched ? SourceResult::FailedAfterSwitchover : SourceResult::FailedBeforeSwitchover;
+    if (main_) {
+      try {
+        main_->send(FrameType::Error, 0, encode_error(report.error));
+      } catch (const std::exception&) {
+      }
+    }
+    if (!switched && options_.mode != Mode::Postcopy && machine_.can_log_dirty()) {
+      try {
+        machine_.set_dirty_logging(false);
+      } catch (const std::exception&) {
+      }
+    }
+  }
+  report.precopy_rounds = rounds_;
+  report.precopy_chunks = precopy_chunks_;
+  report.total_ms = ms_between(t0, Clock::now());
+  return report;
+}
+
+}  // namespace migration

@@ -1,0 +1,62 @@
+#include "vm_state.h"
+
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "machine.h"
+
+namespace migration {
+
+VmState capture_vm(vmm::Machine& m, const std::vector<uint32_t>& msrs) {
+  VmState s;
+  s.mem_size = m.memory().size();
+  s.cmdline = m.config().cmdline;
+  m.vm().ioctl(KVM_GET_CLOCK, &s.clock, "KVM_GET_CLOCK");
+  s.vcpu = capture_vcpu(m.vcpu(), msrs);
+  s.serial = m.serial().save();
+  return s;
+}
+
+void restore_vm(vmm::Machine& m, const VmState& s) {
+  if (s.mem_size != m.memory().size())
+    throw ProtocolError(fmt::format("VmState is for {} bytes of RAM, the destination has {}", s.mem_size,
+                                    m.memory().size()));
+  kvm_clock_data clock = s.clock;
+  clock.flags = 0;  // KVM_SET_CLOCK takes only the value (and KVM_CLOCK_REALTIME when asked)
+  m.vm().ioctl(KVM_SET_CLOCK, &clock, "KVM_SET_CLOCK");
+  restore_vcpu(m.vcpu(), s.vcpu);
+  m.serial().restore(s.serial);
+}
+
+std::vector<uint8_t> encode(const VmState& s) {
+  ByteWriter w;
+  w.u64(s.mem_size);
+  w.str(s.cmdline);
+  w.u32(sizeof s.clock);
+  w.bytes({reinterpret_cast<const uint8_t*>(&s.clock), sizeof s.clock});
+  encode_vcpu(w, s.vcpu);
+  w.bytes(s.serial.regs);
+  w.u8(s.serial.divisor_lo);
+  w.u8(s.serial.divisor_hi);
+  w.str(s.serial.partial_line);
+  return std::move(w.buffer());
+}
+
+VmState decode_vm_state(std::span<const uint8_t> payload) {
+  ByteReader r(payload, "VmState");
+  VmState s;
+  s.mem_size = r.u64();
+  s.cmdline = r.str(4096);
+  if (r.u32() != sizeof s.clock) throw ProtocolError("VmState: kvm_clock_data has the wrong size");
+  std::memcpy(&s.clock, r.bytes(sizeof s.clock).data(), sizeof s.clock);
+  s.vcpu = decode_vcpu(r);
+  std::memcpy(s.serial.regs.data(), r.bytes(s.serial.regs.size()).data(), s.serial.regs.size());
+  s.serial.divisor_lo = r.u8();
+  s.serial.divisor_hi = r.u8();
+  s.serial.partial_line = r.str(4096);
+  r.expect_end();
+  return s;
+}
+
+}  // namespace migration

@@ -1,0 +1,57 @@
+// vmm receive: be the destination of one migration, then run the guest here
+// until it exits; exit with the guest's code.
+#include <memory>
+
+#include <spdlog/spdlog.h>
+
+#include "commands.h"
+#include "destination.h"
+#include "serial_sink.h"
+
+namespace vmm::cli {
+
+namespace {
+
+struct ReceiveOptions {
+  std::string listen;
+  std::string memory = "gmem";
+  std::string gmem_bind = "fd";
+  std::string report;
+  std::string serial_log;
+};
+
+void run(const ReceiveOptions& o) {
+  migration::DestinationOptions d;
+  d.listen = o.listen;
+  d.backend = *parse_backend(o.memory);
+  d.gmem_bind = o.gmem_bind == "hva" ? GmemBind::Hva : GmemBind::Fd;
+  d.report_path = o.report;
+  d.serial_sink = make_serial_sink(o.serial_log).sink;
+  migration::Destination dest(std::move(d));
+  throw ExitCode{dest.run()};
+}
+
+}  // namespace
+
+void add_receive_command(CLI::App& app) {
+  auto opts = std::make_shared<ReceiveOptions>();
+  CLI::App* cmd = app.add_subcommand("receive", "Receive one migrating guest and run it here until it exits");
+  cmd->footer(
+      "The memory backend is this host's choice, independent of the source's. A postcopy or hybrid migration\n"
+      "needs userfaultfd MINOR registration on it (see `vmm caps`); a destination that cannot host the request\n"
+      "refuses it during the handshake and the source keeps running its guest.\n"
+      "Example: vmm receive --listen 127.0.0.1:4444 --memory hugetlb-1g --report report.json");
+  cmd->add_option("--listen", opts->listen, "HOST:PORT to accept the source's two connections on")->required();
+  cmd->add_option("--memory", opts->memory, "Guest RAM backend on this host")
+      ->check(CLI::IsMember({"gmem", "shmem", "hugetlb-2m", "hugetlb-1g"}))
+      ->capture_default_str();
+  cmd->add_option("--gmem-bind", opts->gmem_bind,
+                  "guest_memfd memslot binding for precopy (postcopy always binds by hva so faults reach userfaultfd)")
+      ->check(CLI::IsMember({"fd", "hva"}))
+      ->capture_default_str();
+  cmd->add_option("--report", opts->report, "Write the per-fault metrics report (JSON) here");
+  cmd->add_option("--serial-log", opts->serial_log, "Write the guest's serial output here instead of stdout");
+  cmd->callback([opts] { run(*opts); });
+}
+
+}  // namespace vmm::cli
