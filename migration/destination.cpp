@@ -68,6 +68,7 @@ Destination::~Destination() {
   if (resolver_) resolver_->stop();
   if (urgent_) urgent_->shutdown();
   if (urgent_thread_.joinable()) urgent_thread_.join();
+  if (premap_thread_.joinable()) premap_thread_.join();
 }
 
 HelloReply Destination::accept_source(const Hello& hello) {
@@ -163,7 +164,6 @@ void Destination::register_postcopy() {
     errno = -rc;
     vmm::throw_errno("UFFDIO_REGISTER(MODE_MINOR)");
   }
-  pages_->continue_present_ranges();
 }
 
 void Destination::start_guest(const PostcopyBegin& begin) {
@@ -182,6 +182,15 @@ void Destination::start_guest(const PostcopyBegin& begin) {
     uffd_.reset();
   }
   vcpu_ = std::make_unique<vmm::VcpuThread>(*machine_);
+  if (missing) {
+    premap_thread_ = std::thread([this, bits = begin.missing] {
+      try {
+        pages_->continue_present_ranges(bits, complete_);
+      } catch (const std::exception& e) {
+        spdlog::error("receive: mapping precopied pages: {}", e.what());
+      }
+    });
+  }
   spdlog::info("receive: guest running here; {} of {} pages of {} still on the source", missing, pages_->npages(),
                vmm::format_size(pages_->page_size()));
 }
@@ -243,6 +252,7 @@ void Destination::finish_postcopy() {
     resolver_->stop();
     if (auto e = resolver_->error(); !e.empty()) throw vmm::Error("fault resolver: " + e);
   }
+  if (premap_thread_.joinable()) premap_thread_.join();
   if (uffd_) uffd_->unregister(machine_->memory().primary(), hello_.mem_size);
   urgent_->shutdown();
   if (urgent_thread_.joinable()) urgent_thread_.join();

@@ -60,7 +60,7 @@ class Destination {
   FaultMetrics metrics_;
   std::unique_ptr<class FaultResolver> resolver_;
   std::unique_ptr<vmm::VcpuThread> vcpu_;
-  std::thread urgent_thread_;
+  std::thread urgent_thread_, premap_thread_;
   std::atomic<bool> complete_{false};
   std::mutex error_mutex_;
   std::string error_;

@@ -56,6 +56,10 @@ void PageServer::serve_requests() {
       std::lock_guard lock(mutex_);
       stats_.requests += pages.size();
     }
+  } catch (const ConnectionError& e) {
+    // The destination closes the urgent connection when it holds every page;
+    // whether that was success is the main connection's to say (Complete).
+    spdlog::debug("postcopy: urgent connection ended: {}", e.what());
   } catch (const std::exception& e) {
     if (!done_) fail(fmt::format("urgent connection: {}", e.what()));
   }

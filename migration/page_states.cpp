@@ -60,27 +60,42 @@ bool PageStates::try_mark_requested(uint64_t page) {
 
 void PageStates::continue_pages(uint64_t first, uint64_t count) const {
   if (!uffd_) return;
-  uffdio_continue c{};
-  c.range.start = reinterpret_cast<uint64_t>(primary_) + first * page_size_;
-  c.range.len = count * page_size_;
-  for (;;) {
+  uint64_t start = reinterpret_cast<uint64_t>(primary_) + first * page_size_, end = start + count * page_size_;
+  while (start < end) {
+    uffdio_continue c{};
+    c.range.start = start;
+    c.range.len = end - start;
     if (::ioctl(uffd_->fd(), UFFDIO_CONTINUE, &c) == 0) return;
-    if (errno == EEXIST) return;  // already mapped (a racing fault or completion did it)
-    if (errno == EAGAIN) continue;
-    vmm::throw_errno(fmt::format("UFFDIO_CONTINUE(pages {}+{})", first, count));
+    int err = errno;
+    uint64_t mapped = c.mapped > 0 ? static_cast<uint64_t>(c.mapped) : 0;
+    if (err == EEXIST) {
+      // A page in the range is mapped already (a racing fault or completion):
+      // skip past it and map the rest.
+      start += mapped + page_size_;
+      continue;
+    }
+    if (err == EAGAIN) {
+      start += mapped;
+      continue;
+    }
+    errno = err;
+    vmm::throw_errno(fmt::format("UFFDIO_CONTINUE(pages {}+{})", (start - reinterpret_cast<uint64_t>(primary_)) /
+                                                                     page_size_, (end - start) / page_size_));
   }
 }
 
-// Maps every page that arrived during precopy, in runs, before the guest runs:
-// otherwise each first touch would cost a local userfaultfd round trip.
-void PageStates::continue_present_ranges() const {
-  for (uint64_t p = 0; p < npages_;) {
-    if (state(p) != PageState::Present) {
+// Maps, in runs, the pages that were present when postcopy began, while the
+// guest already runs: each first touch would otherwise cost a local
+// userfaultfd round trip. Pages that arrive later are mapped on arrival.
+void PageStates::continue_present_ranges(const std::vector<uint64_t>& missing, const std::atomic<bool>& stop) const {
+  auto present = [&](uint64_t p) { return !(missing[p / 64] >> (p % 64) & 1); };
+  for (uint64_t p = 0; p < npages_ && !stop;) {
+    if (!present(p)) {
       p++;
       continue;
     }
     uint64_t n = 0;
-    while (p + n < npages_ && state(p + n) == PageState::Present) n++;
+    while (p + n < npages_ && n < 4096 && present(p + n)) n++;
     continue_pages(p, n);
     p += n;
   }

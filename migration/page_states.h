@@ -40,7 +40,7 @@ class PageStates {
   bool try_mark_requested(uint64_t page);
   // UFFDIO_CONTINUE over [first, first + count) pages; EEXIST counts as done.
   void continue_pages(uint64_t first, uint64_t count) const;
-  void continue_present_ranges() const;
+  void continue_present_ranges(const std::vector<uint64_t>& missing, const std::atomic<bool>& stop) const;
 
   uint64_t present() const { return present_.load(); }
   bool complete() const { return present_.load() == npages_; }
