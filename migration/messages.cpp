@@ -178,14 +178,16 @@ bool chunk_is_zero(const uint8_t* p) {
 }
 
 std::vector<uint8_t> encode_pages(uint64_t offset, uint32_t count, const uint8_t* mem,
-                                  const std::vector<uint64_t>* dest_nonzero, PagesStats& stats) {
+                                  const std::vector<uint64_t>* dest_nonzero, PagesStats& stats,
+                                  const std::vector<uint64_t>* allocated) {
   size_t words = (count + 63) / 64;
   std::vector<uint64_t> data_bits(words), zero_bits(words);
   std::vector<uint32_t> data_chunks;
   for (uint32_t i = 0; i < count; i++) {
     const uint8_t* c = mem + offset + uint64_t{i} * kChunk;
     uint64_t global = offset / kChunk + i;
-    if (!chunk_is_zero(c)) {
+    bool maybe_data = !allocated || ((*allocated)[global / 64] >> (global % 64) & 1);
+    if (maybe_data && !chunk_is_zero(c)) {
       data_bits[i / 64] |= 1ULL << (i % 64);
       data_chunks.push_back(i);
     } else if (dest_nonzero && ((*dest_nonzero)[global / 64] >> (global % 64) & 1)) {

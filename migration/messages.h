@@ -105,8 +105,11 @@ std::string decode_error(std::span<const uint8_t> p);
 struct PagesStats {
   uint32_t data = 0, zero_markers = 0, skipped = 0;
 };
+// `allocated` (optional) marks chunks the source backend holds; others are
+// zero without being read.
 std::vector<uint8_t> encode_pages(uint64_t offset, uint32_t count, const uint8_t* mem,
-                                  const std::vector<uint64_t>* dest_nonzero, PagesStats& stats);
+                                  const std::vector<uint64_t>* dest_nonzero, PagesStats& stats,
+                                  const std::vector<uint64_t>* allocated = nullptr);
 // Parses and bounds-checks a Pages payload against the guest memory size.
 PagesView decode_pages(std::span<const uint8_t> p, uint64_t mem_size);
 

@@ -8,13 +8,14 @@
 namespace migration {
 
 PageServer::PageServer(const uint8_t* mem, uint64_t mem_size, uint64_t dest_page_size,
-                       const std::vector<uint64_t>& missing, const std::vector<uint64_t>& dest_nonzero, Channel& main,
-                       Channel& urgent)
+                       const std::vector<uint64_t>& missing, const std::vector<uint64_t>& dest_nonzero,
+                       const std::vector<uint64_t>& allocated, Channel& main, Channel& urgent)
     : mem_(mem),
       mem_size_(mem_size),
       page_size_(dest_page_size),
       npages_(mem_size / dest_page_size),
       dest_nonzero_(dest_nonzero),
+      allocated_(allocated),
       main_(main),
       urgent_(urgent),
       sent_(new std::atomic<uint8_t>[npages_]) {
@@ -28,7 +29,7 @@ void PageServer::send_pages(Channel& ch, uint64_t first, uint64_t count, uint32_
   for (uint64_t off = begin; off < end;) {
     auto n = static_cast<uint32_t>(std::min<uint64_t>(kMaxChunksPerFrame, (end - off) / kChunk));
     PagesStats st;
-    auto payload = encode_pages(off, n, mem_, &dest_nonzero_, st);
+    auto payload = encode_pages(off, n, mem_, &dest_nonzero_, st, &allocated_);
     off += uint64_t{n} * kChunk;
     bool ends_page = off % page_size_ == 0;
     ch.send(FrameType::Pages, flags | (ends_page ? kPagesLastOfPage : 0), payload);

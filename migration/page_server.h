@@ -26,7 +26,8 @@ struct PageServerStats {
 class PageServer {
  public:
   PageServer(const uint8_t* mem, uint64_t mem_size, uint64_t dest_page_size, const std::vector<uint64_t>& missing,
-             const std::vector<uint64_t>& dest_nonzero, Channel& main, Channel& urgent);
+             const std::vector<uint64_t>& dest_nonzero, const std::vector<uint64_t>& allocated, Channel& main,
+             Channel& urgent);
 
   // Serves until the destination reports Complete; throws on failure.
   PageServerStats run();
@@ -42,6 +43,7 @@ class PageServer {
   const uint8_t* mem_;
   uint64_t mem_size_, page_size_, npages_;
   const std::vector<uint64_t>& dest_nonzero_;
+  const std::vector<uint64_t>& allocated_;
   Channel& main_;
   Channel& urgent_;
   std::unique_ptr<std::atomic<uint8_t>[]> sent_;

@@ -76,7 +76,7 @@ void Source::connect() {
 }
 
 // Sends every chunk whose bit is set, in runs of at most one frame.
-uint64_t Source::send_chunks(const std::vector<uint64_t>& bits) {
+uint64_t Source::send_chunks(const std::vector<uint64_t>& bits, const std::vector<uint64_t>* allocated) {
   const uint8_t* mem = machine_.memory().primary();
   uint64_t chunks = machine_.memory().size() / kChunk, sent = 0;
   for (uint64_t c = 0; c < chunks;) {
@@ -87,13 +87,14 @@ uint64_t Source::send_chunks(const std::vector<uint64_t>& bits) {
     uint32_t n = 0;
     while (n < kMaxChunksPerFrame && c + n < chunks && test_bit(bits, c + n)) n++;
     PagesStats st;
-    auto payload = encode_pages(c * kChunk, n, mem, &dest_nonzero_, st);
+    auto payload = encode_pages(c * kChunk, n, mem, &dest_nonzero_, st, allocated);
     main_->send(FrameType::Pages, 0, payload);
     // Track what the destination now holds: data chunks are non-zero there,
     // zero markers cleared theirs, skipped ones were zero already.
     for (uint32_t i = 0; i < n; i++) {
       set_bit(sent_, c + i);
-      if (!chunk_is_zero(mem + (c + i) * kChunk)) set_bit(dest_nonzero_, c + i);
+      bool maybe = !allocated || test_bit(*allocated, c + i);
+      if (maybe && !chunk_is_zero(mem + (c + i) * kChunk)) set_bit(dest_nonzero_, c + i);
       else clear_bit(dest_nonzero_, c + i);
     }
     sent += n;
@@ -108,9 +109,12 @@ void Source::precopy() {
   std::vector<uint64_t> bits(sent_.size(), ~0ULL), dirty;
   if (chunks % 64) bits.back() = (1ULL << (chunks % 64)) - 1;
   machine_.get_dirty_log(dirty);  // clears what happened before round 0, which sends everything
+  // Round 0 skips chunks the backend never allocated; a write after this scan
+  // shows up in the dirty log, so nothing is lost.
+  std::vector<uint64_t> allocated = machine_.memory().allocated_chunks();
   for (rounds_ = 0;; rounds_++) {
     auto t0 = Clock::now();
-    uint64_t n = send_chunks(bits);
+    uint64_t n = send_chunks(bits, rounds_ == 0 ? &allocated : nullptr);
     precopy_chunks_ += n;
     main_->send(FrameType::RoundDone, 0, encode(RoundDone{rounds_, n}));
     machine_.get_dirty_log(dirty);
@@ -160,8 +164,9 @@ void Source::switchover(SourceReport& report) {
   main_->send(FrameType::PostcopyBegin, 0, encode(begin));
   spdlog::info("switchover: vCPU state sent {:.2f} ms after stop; {} of {} destination pages left for postcopy",
                report.downtime_source_ms, popcount(begin.missing), begin.npages);
+  std::vector<uint64_t> allocated = machine_.memory().allocated_chunks();
   PageServer server(machine_.memory().primary(), machine_.memory().size(), begin.page_size, begin.missing,
-                    dest_nonzero_, *main_, *urgent_);
+                    dest_nonzero_, allocated, *main_, *urgent_);
   report.postcopy = server.run();
 }
 

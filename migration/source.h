@@ -55,7 +55,7 @@ class Source {
  private:
   void connect();
   void precopy();
-  uint64_t send_chunks(const std::vector<uint64_t>& bits);
+  uint64_t send_chunks(const std::vector<uint64_t>& bits, const std::vector<uint64_t>* allocated = nullptr);
   std::vector<uint64_t> missing_pages(const std::vector<uint64_t>& final_dirty) const;
   void switchover(SourceReport& report);
 

@@ -5,6 +5,7 @@
 #include <sys/mman.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <charconv>
 
 #include <fmt/format.h>
@@ -126,6 +127,37 @@ GuestMemory GuestMemory::create(Backend backend, uint64_t size, const Vm* vm) {
 }
 
 Mapping GuestMemory::map_alias() const { return map_shared(fd(), size_, backend_, "alias"); }
+
+std::vector<uint64_t> GuestMemory::allocated_chunks() const {
+  constexpr uint64_t kChunk = 4096;
+  uint64_t chunks = size_ / kChunk;
+  std::vector<uint64_t> bits((chunks + 63) / 64, 0);
+  auto mark = [&](uint64_t from, uint64_t to) {
+    for (uint64_t c = from / kChunk; c < (to + kChunk - 1) / kChunk && c < chunks; c++) bits[c / 64] |= 1ULL << (c % 64);
+  };
+  if (backend_ == Backend::Shmem) {
+    auto end = static_cast<off_t>(size_);
+    for (off_t pos = 0; pos < end;) {
+      off_t data = ::lseek(fd(), pos, SEEK_DATA);
+      if (data < 0) break;  // ENXIO: no data past pos
+      off_t hole = ::lseek(fd(), data, SEEK_HOLE);
+      if (hole < 0) hole = end;
+      mark(static_cast<uint64_t>(data), static_cast<uint64_t>(hole));
+      pos = hole;
+    }
+    return bits;
+  }
+  std::vector<unsigned char> vec(chunks);
+  if (::mincore(primary(), size_, vec.data()) < 0) {
+    spdlog::warn("memory: mincore on {} failed ({}); every page will be read", backend_name(backend_),
+                 describe_errno(errno));
+    std::fill(bits.begin(), bits.end(), ~0ULL);
+    return bits;
+  }
+  for (uint64_t c = 0; c < chunks; c++)
+    if (vec[c] & 1) bits[c / 64] |= 1ULL << (c % 64);
+  return bits;
+}
 
 void GuestMemory::populate() const {
   if (::fallocate(fd(), 0, 0, static_cast<off_t>(size_)) == 0) return;

@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "mapping.h"
 #include "unique_fd.h"
@@ -50,6 +51,11 @@ class GuestMemory {
   // Allocates every page in the page cache (fallocate), so that later first
   // touches are minor faults and a destination can register MINOR mode.
   void populate() const;
+  // One bit per 4 KiB chunk that may hold data; a clear bit is a chunk the
+  // backend never allocated, so it reads as zero and need not be read at all
+  // (reading it would allocate it). shmem asks SEEK_DATA (swap-safe); gmem and
+  // hugetlb, which never swap, ask mincore().
+  std::vector<uint64_t> allocated_chunks() const;
 
  private:
   GuestMemory(Backend b, uint64_t size, UniqueFd fd, Mapping primary)
