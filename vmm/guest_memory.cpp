@@ -1,6 +1,7 @@
 #include "guest_memory.h"
 
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <linux/memfd.h>
 #include <sys/mman.h>
 
@@ -160,7 +161,9 @@ std::vector<uint64_t> GuestMemory::allocated_chunks() const {
 }
 
 void GuestMemory::populate() const {
-  if (::fallocate(fd(), 0, 0, static_cast<off_t>(size_)) == 0) return;
+  // guest_memfd accepts only FALLOC_FL_KEEP_SIZE (EOPNOTSUPP otherwise); the
+  // size is already set for every backend, so KEEP_SIZE suits them all.
+  if (::fallocate(fd(), FALLOC_FL_KEEP_SIZE, 0, static_cast<off_t>(size_)) == 0) return;
   throw_errno(fmt::format("fallocate({} {})", format_size(size_), backend_name(backend_)),
               "the host may be short of memory or hugepages");
 }
