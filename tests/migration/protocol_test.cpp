@@ -1,0 +1,212 @@
+// The wire format and message codecs, including malformed and hostile input.
+#include <cstring>
+#include <random>
+
+#include <gtest/gtest.h>
+
+#include "messages.h"
+#include "wire.h"
+
+namespace {
+
+using namespace migration;
+
+std::span<const uint8_t, kHeaderSize> header_of(const std::vector<uint8_t>& frame) {
+  return std::span<const uint8_t, kHeaderSize>(frame.data(), kHeaderSize);
+}
+
+FrameHeader decode_and_check(const std::vector<uint8_t>& frame) {
+  FrameHeader h = decode_header(header_of(frame));
+  std::span<const uint8_t> payload(frame.data() + kHeaderSize, frame.size() - kHeaderSize);
+  if (payload.size() != h.length) throw ProtocolError("length mismatch");
+  verify_crc(header_of(frame), payload, h.crc);
+  return h;
+}
+
+TEST(Wire, FrameRoundTrips) {
+  std::vector<uint8_t> payload = {1, 2, 3, 4, 5};
+  auto frame = encode_frame(FrameType::RoundDone, 7, payload);
+  FrameHeader h = decode_and_check(frame);
+  EXPECT_EQ(h.type, FrameType::RoundDone);
+  EXPECT_EQ(h.flags, 7u);
+  EXPECT_EQ(h.length, 5u);
+}
+
+TEST(Wire, Crc32cMatchesTheStandardCheckValue) {
+  const char* s = "123456789";
+  EXPECT_EQ(crc32c(0, {reinterpret_cast<const uint8_t*>(s), 9}), 0xe3069283u);
+}
+
+TEST(Wire, ZeroedBytesNeverParse) {
+  std::vector<uint8_t> zeros(kHeaderSize, 0);
+  EXPECT_THROW(decode_header(header_of(zeros)), ProtocolError);
+}
+
+TEST(Wire, UnknownTypeIsRefused) {
+  auto frame = encode_frame(FrameType::Complete, 0, {});
+  frame[6] = 0x63;  // type 99
+  try {
+    decode_header(header_of(frame));
+    FAIL();
+  } catch (const ProtocolError& e) {
+    EXPECT_NE(std::string(e.what()).find("unknown frame type 99"), std::string::npos);
+  }
+}
+
+TEST(Wire, WrongVersionIsRefusedWithBothVersions) {
+  auto frame = encode_frame(FrameType::Complete, 0, {});
+  frame[4] = 9;
+  try {
+    decode_header(header_of(frame));
+    FAIL();
+  } catch (const ProtocolError& e) {
+    EXPECT_NE(std::string(e.what()).find("version 9"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Wire, OversizedLengthIsRefusedBeforeAllocating) {
+  auto frame = encode_frame(FrameType::Pages, 0, {});
+  uint32_t huge = 0xfffffff0;
+  std::memcpy(frame.data() + 12, &huge, 4);
+  EXPECT_THROW(decode_header(header_of(frame)), ProtocolError);
+}
+
+TEST(Wire, CorruptedPayloadFailsTheChecksum) {
+  std::vector<uint8_t> payload(100, 0x42);
+  auto frame = encode_frame(FrameType::Pages, 0, payload);
+  frame[kHeaderSize + 50] ^= 1;
+  EXPECT_THROW(decode_and_check(frame), ProtocolError);
+}
+
+TEST(Wire, CorruptedHeaderFlagsFailTheChecksum) {
+  auto frame = encode_frame(FrameType::Pages, 0, {});
+  frame[8] ^= 1;
+  EXPECT_THROW(decode_and_check(frame), ProtocolError);
+}
+
+TEST(Messages, HelloRoundTripsAndRejectsUnknownRoleOrMode) {
+  Hello h{Role::Urgent, 42, Mode::Postcopy, 1 << 30, "gmem", 4096};
+  auto p = encode(h);
+  Hello d = decode_hello(p);
+  EXPECT_EQ(d.role, Role::Urgent);
+  EXPECT_EQ(d.session, 42u);
+  EXPECT_EQ(d.mode, Mode::Postcopy);
+  EXPECT_EQ(d.src_backend, "gmem");
+  p[0] = 9;
+  EXPECT_THROW(decode_hello(p), ProtocolError);
+  p = encode(h);
+  p[9] = 7;  // mode
+  EXPECT_THROW(decode_hello(p), ProtocolError);
+}
+
+TEST(Messages, TruncatedPayloadsAreRefusedAtEveryLength) {
+  auto p = encode(Hello{Role::Main, 1, Mode::Hybrid, 1 << 20, "shmem", 4096});
+  for (size_t n = 0; n < p.size(); n++)
+    EXPECT_THROW(decode_hello({p.data(), n}), ProtocolError) << "length " << n;
+  p.push_back(0);
+  EXPECT_THROW(decode_hello(p), ProtocolError) << "trailing bytes";
+}
+
+TEST(Messages, StringLengthIsBoundedBeforeAllocating) {
+  ByteWriter w;
+  w.u8(1);
+  w.str(std::string(10000, 'x'));
+  EXPECT_THROW(decode_hello_reply(w.buffer()), ProtocolError);
+}
+
+TEST(Messages, PagesCarryDataZeroMarkersAndSkips) {
+  std::vector<uint8_t> mem(8 * kChunk, 0);
+  mem[0] = 1;           // chunk 0: data
+  mem[3 * kChunk] = 2;  // chunk 3: data
+  std::vector<uint64_t> dest_nonzero(1, 0);
+  dest_nonzero[0] = 1ULL << 1;  // chunk 1 is zero here but not on the destination
+  PagesStats st;
+  auto payload = encode_pages(0, 8, mem.data(), &dest_nonzero, st);
+  EXPECT_EQ(st.data, 2u);
+  EXPECT_EQ(st.zero_markers, 1u);
+  EXPECT_EQ(st.skipped, 5u);
+  PagesView v = decode_pages(payload, mem.size());
+  EXPECT_TRUE(v.is_data(0));
+  EXPECT_TRUE(v.is_zero(1));
+  EXPECT_FALSE(v.is_data(2) || v.is_zero(2));
+  EXPECT_EQ(v.data.size(), 2 * kChunk);
+  EXPECT_EQ(v.data[kChunk], 2);
+}
+
+TEST(Messages, PagesOutsideGuestMemoryAreRefused) {
+  std::vector<uint8_t> mem(4 * kChunk, 1);
+  PagesStats st;
+  auto payload = encode_pages(0, 4, mem.data(), nullptr, st);
+  EXPECT_NO_THROW(decode_pages(payload, 4 * kChunk));
+  EXPECT_THROW(decode_pages(payload, 3 * kChunk), ProtocolError);
+  uint64_t far = 1ULL << 62;
+  std::memcpy(payload.data(), &far, 8);
+  EXPECT_THROW(decode_pages(payload, 4 * kChunk), ProtocolError);
+}
+
+TEST(Messages, PagesWhoseBitmapsDisagreeWithTheDataAreRefused) {
+  std::vector<uint8_t> mem(2 * kChunk, 1);
+  PagesStats st;
+  auto payload = encode_pages(0, 2, mem.data(), nullptr, st);
+  payload.resize(payload.size() - 1);
+  EXPECT_THROW(decode_pages(payload, 2 * kChunk), ProtocolError);
+  payload = encode_pages(0, 2, mem.data(), nullptr, st);
+  payload[16 + 8] = 1;  // zero bit for chunk 0, which is also a data chunk
+  EXPECT_THROW(decode_pages(payload, 2 * kChunk), ProtocolError);
+}
+
+TEST(Messages, RequestsForPagesBeyondTheEndAreRefused) {
+  auto p = encode_request({0, 5});
+  EXPECT_EQ(decode_request(p, 6), (std::vector<uint64_t>{0, 5}));
+  EXPECT_THROW(decode_request(p, 5), ProtocolError);
+  EXPECT_THROW(decode_request(encode_request({}), 5), ProtocolError);
+}
+
+TEST(Messages, PostcopyBeginMustCountTheDestinationsPages) {
+  PostcopyBegin b{4096, 16, std::vector<uint64_t>(1, 0xff00), 7};
+  auto p = encode(b);
+  EXPECT_EQ(decode_postcopy_begin(p, 16 * 4096).missing[0], 0xff00u);
+  EXPECT_THROW(decode_postcopy_begin(p, 32 * 4096), ProtocolError);
+  b.missing[0] = 1ULL << 40;  // a bit past page 16
+  EXPECT_THROW(decode_postcopy_begin(encode(b), 16 * 4096), ProtocolError);
+}
+
+// Random bytes and random corruptions of valid payloads must only ever throw
+// ProtocolError: never crash, never read out of bounds (run under ASan too).
+TEST(Messages, RandomInputOnlyEverThrowsProtocolError) {
+  std::mt19937_64 rng(12345);
+  std::vector<uint8_t> mem(4 * kChunk, 3);
+  PagesStats st;
+  std::vector<std::vector<uint8_t>> seeds = {
+      encode(Hello{Role::Main, 1, Mode::Hybrid, 1 << 20, "shmem", 4096}), encode_pages(0, 4, mem.data(), nullptr, st),
+      encode(PostcopyBegin{4096, 4, {0xf}, 1}), encode_request({1, 2, 3}), encode_error("x")};
+  for (int iter = 0; iter < 20000; iter++) {
+    std::vector<uint8_t> p = seeds[iter % seeds.size()];
+    if (iter % 7 == 0) p.resize(rng() % 64);
+    for (int k = 0; k < 4 && !p.empty(); k++) p[rng() % p.size()] = static_cast<uint8_t>(rng());
+    if (!p.empty() && iter % 3 == 0) p.resize(rng() % p.size());
+    try {
+      decode_hello(p);
+    } catch (const ProtocolError&) {
+    }
+    try {
+      decode_pages(p, mem.size());
+    } catch (const ProtocolError&) {
+    }
+    try {
+      decode_postcopy_begin(p, mem.size());
+    } catch (const ProtocolError&) {
+    }
+    try {
+      decode_request(p, 4);
+    } catch (const ProtocolError&) {
+    }
+    try {
+      decode_error(p);
+    } catch (const ProtocolError&) {
+    }
+  }
+  SUCCEED();
+}
+
+}  // namespace
