@@ -13,6 +13,7 @@
 #include "error.h"
 #include "fault_resolver.h"
 #include "hugepages.h"
+#include "thread_priority.h"
 #include "vm_state.h"
 
 namespace migration {
@@ -206,6 +207,7 @@ void Destination::progress() {
 }
 
 void Destination::urgent_loop() {
+  vmm::make_current_thread_urgent("urgent-recv");
   try {
     while (!complete_) {
       Frame f = urgent_->receive();

@@ -12,6 +12,7 @@
 #include <spdlog/spdlog.h>
 
 #include "error.h"
+#include "thread_priority.h"
 
 namespace migration {
 
@@ -24,6 +25,7 @@ FaultResolver::~FaultResolver() { stop(); }
 
 void FaultResolver::start() {
   thread_ = std::thread([this] {
+    vmm::make_current_thread_urgent("uffd-resolver");
     try {
       loop();
     } catch (const std::exception& e) {

@@ -5,6 +5,8 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "thread_priority.h"
+
 namespace migration {
 
 PageServer::PageServer(const uint8_t* mem, uint64_t mem_size, uint64_t dest_page_size,
@@ -41,6 +43,7 @@ void PageServer::send_pages(Channel& ch, uint64_t first, uint64_t count, uint32_
 }
 
 void PageServer::serve_requests() {
+  vmm::make_current_thread_urgent("urgent-serve");
   try {
     while (!done_) {
       Frame f = urgent_.receive();
@@ -49,7 +52,11 @@ void PageServer::serve_requests() {
       auto pages = decode_request(f.payload, npages_);
       for (uint64_t pg : pages) {
         cursor_ = pg + 1 < npages_ ? pg + 1 : 0;
-        if (!claim(pg)) continue;  // already on its way by push
+        // A page the push already claimed may sit in the main connection's
+        // buffers behind megabytes of other pages: pages that fit in one frame
+        // are sent again here (the destination keeps whichever copy lands
+        // first). A larger page is one unit and is never sent twice.
+        if (!claim(pg) && page_size_ > kMaxChunksPerFrame * kChunk) continue;
         send_pages(urgent_, pg, 1, kPagesUrgent);
         std::lock_guard lock(mutex_);
         stats_.pages_urgent++;

@@ -2,7 +2,8 @@
 // destination's PageRequests on the urgent connection, so they never wait
 // behind bulk data, and pushes every other missing page on the main
 // connection, restarting its scan just after the latest requested page
-// (QEMU's rule). Each destination page is sent exactly once.
+// (QEMU's rule). A page is pushed at most once; a requested page that fits
+// in one frame may also be sent on the urgent connection while its push is in flight.
 #pragma once
 
 #include <atomic>

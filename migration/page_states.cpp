@@ -22,9 +22,13 @@ PageStates::PageStates(uint8_t* primary, uint8_t* alias, uint64_t mem_size, uint
   for (uint64_t p = 0; p < npages_; p++) state_[p] = static_cast<uint8_t>(PageState::Missing);
 }
 
-void PageStates::write_chunks(const PagesView& v) {
+void PageStates::write_chunks(const PagesView& v) { write_chunks(v, 0, v.count); }
+
+// Writes chunks [from, to) of the frame; `src` must skip the data of earlier chunks.
+void PageStates::write_chunks(const PagesView& v, uint32_t from, uint32_t to) {
   const uint8_t* src = v.data.data();
-  for (uint32_t i = 0; i < v.count; i++) {
+  for (uint32_t i = 0; i < from; i++) src += v.is_data(i) ? kChunk : 0;
+  for (uint32_t i = from; i < to; i++) {
     uint8_t* dst = alias_ + v.offset + uint64_t{i} * kChunk;
     if (v.is_data(i)) {
       std::memcpy(dst, src, kChunk);
@@ -101,8 +105,44 @@ void PageStates::continue_present_ranges(const std::vector<uint64_t>& missing, c
   }
 }
 
+bool PageStates::try_claim(uint64_t page) {
+  for (;;) {
+    uint8_t cur = state_[page].load();
+    if (cur == static_cast<uint8_t>(PageState::Filling) || cur == static_cast<uint8_t>(PageState::Present)) return false;
+    if (state_[page].compare_exchange_weak(cur, static_cast<uint8_t>(PageState::Filling))) return true;
+  }
+}
+
+uint64_t PageStates::apply_whole_pages(const PagesView& v, uint32_t flags) {
+  uint64_t first = v.offset / page_size_, last = (v.offset + uint64_t{v.count} * kChunk) / page_size_;
+  auto per = static_cast<uint32_t>(page_size_ / kChunk);
+  auto t_received = Clock::now();
+  uint64_t completed = 0;
+  for (uint64_t p = first; p < last;) {
+    if (!try_claim(p)) {
+      p++;  // a duplicate: the other copy filled it, or is filling it now
+      continue;
+    }
+    uint64_t q = p + 1;
+    while (q < last && try_claim(q)) q++;
+    write_chunks(v, static_cast<uint32_t>((p - first) * per), static_cast<uint32_t>((q - first) * per));
+    for (uint64_t i = p; i < q; i++) state_[i].store(static_cast<uint8_t>(PageState::Present));
+    continue_pages(p, q - p);
+    auto t_done = Clock::now();
+    present_ += q - p;
+    completed += q - p;
+    if (!(flags & kPagesUrgent)) pushed_ += q - p;
+    if (metrics_)  // a no-op for pages no fault waited on
+      for (uint64_t i = p; i < q; i++) metrics_->page_done(i, t_received, t_done);
+    p = q;
+  }
+  return completed;
+}
+
 uint64_t PageStates::apply_postcopy(const PagesView& v, uint32_t flags) {
   uint64_t begin = v.offset, end = v.offset + uint64_t{v.count} * kChunk;
+  if ((flags & kPagesLastOfPage) && begin % page_size_ == 0 && end % page_size_ == 0)
+    return apply_whole_pages(v, flags);
   for (uint64_t p = begin / page_size_; p * page_size_ < end; p++)
     if (state(p) == PageState::Present)
       throw ProtocolError(fmt::format("source sent data for page {}, which is already present", p));

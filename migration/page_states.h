@@ -18,7 +18,7 @@ class Userfaultfd;
 
 namespace migration {
 
-enum class PageState : uint8_t { Missing = 0, Requested = 1, Present = 2 };
+enum class PageState : uint8_t { Missing = 0, Requested = 1, Filling = 2, Present = 3 };
 
 class PageStates {
  public:
@@ -32,8 +32,11 @@ class PageStates {
   void apply_precopy(const PagesView& v);
   // Postcopy: marks pages Missing from the source's bitmap, the rest Present.
   void begin_postcopy(const std::vector<uint64_t>& missing, const vmm::Userfaultfd* uffd, FaultMetrics* metrics);
-  // Postcopy: writes a frame into pages that must not be Present yet; when the
-  // frame completes pages, maps them (UFFDIO_CONTINUE). Returns pages completed.
+  // Postcopy: a frame that holds whole pages fills only the pages it can claim
+  // (the same page may come twice: pushed, and resent on the urgent channel
+  // because the push had it in flight); a frame that is part of a larger page
+  // must find that page not present. Completed pages are mapped
+  // (UFFDIO_CONTINUE). Returns the pages this frame completed.
   uint64_t apply_postcopy(const PagesView& v, uint32_t flags);
 
   PageState state(uint64_t page) const { return static_cast<PageState>(state_[page].load()); }
@@ -50,6 +53,9 @@ class PageStates {
 
  private:
   void write_chunks(const PagesView& v);
+  void write_chunks(const PagesView& v, uint32_t from, uint32_t to);
+  bool try_claim(uint64_t page);
+  uint64_t apply_whole_pages(const PagesView& v, uint32_t flags);
 
   uint8_t* primary_;
   uint8_t* alias_;

@@ -1,0 +1,13 @@
+// Threads on the fault path (the destination's fault resolver and urgent
+// receiver, the source's request server) block almost all the time and must
+// run the instant data arrives, even when the vCPU and the background push
+// keep every core busy (measured here on 2 cores: fault p99 ~12 ms without).
+#pragma once
+
+namespace vmm {
+
+// Makes the calling thread SCHED_FIFO (low real-time priority); where that is
+// not allowed, raises its nice level instead and says so once.
+void make_current_thread_urgent(const char* name);
+
+}  // namespace vmm
