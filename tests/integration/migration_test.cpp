@@ -184,7 +184,8 @@ TEST(Migration, GuestMemfdBoundByFdRefusesHybridBeforeBooting) {
 TEST(Migration, DestinationGoneBeforeSwitchoverLeavesTheSourceRunning) {
   if (!have_kvm()) GTEST_SKIP() << "no usable /dev/kvm on this host";
   // Endless precopy rounds; the destination is killed while they run.
-  MigrationRun m = migrate("--memory shmem --mem-size 64M --mode precopy --migrate-after 0.5 --precopy-rounds 1000000",
+  MigrationRun m = migrate("--memory shmem --mem-size 64M --mode precopy --migrate-after 0.5 --precopy-rounds 1000000 "
+                           "--precopy-converge 0",
                            "--memory shmem", "workload=touch size=8 seconds=3", "sleep 1.5; kill -9 $D;");
   EXPECT_EQ(m.src_rc, 0) << m.src;
   EXPECT_NE(m.src.find("failed before switchover"), std::string::npos) << m.src;

@@ -30,6 +30,7 @@ struct RunOptions {
   double migrate_after = 1.0;
   std::string mode = "hybrid";
   uint32_t precopy_rounds = 0;
+  uint64_t converge_kib = 1024;
 };
 
 constexpr uint64_t kDefaultMemSize = 256ULL << 20;
@@ -75,7 +76,7 @@ void wait_until(VcpuThread& vcpu, std::chrono::steady_clock::time_point deadline
 
 // Migrates; returns true when the guest now lives on the destination.
 bool migrate(Machine& machine, VcpuThread& vcpu, const RunOptions& o) {
-  migration::SourceOptions so{o.migrate_to, parse_mode(o.mode), o.precopy_rounds};
+  migration::SourceOptions so{o.migrate_to, parse_mode(o.mode), o.precopy_rounds, o.converge_kib / 4};
   migration::SourceReport r = migration::Source(machine, vcpu, so).run();
   switch (r.result) {
     case migration::SourceResult::Completed:
@@ -159,6 +160,9 @@ void add_run_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--precopy-rounds", opts->precopy_rounds,
                   "Dirty-log rounds after the first full pass (default: 1 for hybrid, up to 30 for precopy)");
+  cmd->add_option("--precopy-converge", opts->converge_kib,
+                  "Precopy stops early once a round leaves less than this many KiB dirty (0: never early)")
+      ->capture_default_str();
   cmd->callback([opts] { run(*opts); });
 }
 
