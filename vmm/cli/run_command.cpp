@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "api_server.h"
 #include "commands.h"
 #include "error.h"
 #include "hugepages.h"
@@ -31,6 +32,7 @@ struct RunOptions {
   std::string mode = "hybrid";
   uint32_t precopy_rounds = 0;
   uint64_t converge_kib = 1024;
+  std::string api_socket;
 };
 
 constexpr uint64_t kDefaultMemSize = 256ULL << 20;
@@ -68,15 +70,18 @@ migration::Mode parse_mode(const std::string& m) {
   return migration::Mode::Hybrid;
 }
 
-// Waits until the guest finishes, `deadline` passes or a signal arrives.
-void wait_until(VcpuThread& vcpu, std::chrono::steady_clock::time_point deadline) {
-  while (!g_stop && !vcpu.finished() && std::chrono::steady_clock::now() < deadline)
-    vcpu.wait_finished(std::chrono::milliseconds(50));
+const char* result_name(migration::SourceResult r) {
+  switch (r) {
+    case migration::SourceResult::Completed: return "completed";
+    case migration::SourceResult::FailedBeforeSwitchover: return "failed_before_switchover";
+    case migration::SourceResult::FailedAfterSwitchover: return "failed_after_switchover";
+    case migration::SourceResult::GuestFinished: return "guest_finished";
+  }
+  return "?";
 }
 
-// Migrates; returns true when the guest now lives on the destination.
-bool migrate(Machine& machine, VcpuThread& vcpu, const RunOptions& o) {
-  migration::SourceOptions so{o.migrate_to, parse_mode(o.mode), o.precopy_rounds, o.converge_kib / 4};
+// Migrates; the guest keeps running here unless the report says Completed.
+migration::SourceReport migrate(Machine& machine, VcpuThread& vcpu, const migration::SourceOptions& so) {
   migration::SourceReport r = migration::Source(machine, vcpu, so).run();
   switch (r.result) {
     case migration::SourceResult::Completed:
@@ -84,18 +89,66 @@ bool migrate(Machine& machine, VcpuThread& vcpu, const RunOptions& o) {
                    "postcopy served {} requested and pushed {} pages",
                    r.total_ms, r.precopy_rounds, format_size(r.precopy_chunks * 4096), r.downtime_source_ms,
                    r.postcopy.pages_urgent, r.postcopy.pages_pushed);
-      return true;
+      break;
     case migration::SourceResult::GuestFinished:
       spdlog::warn("migrate: the guest exited before switchover; nothing migrated");
-      return false;
+      break;
     case migration::SourceResult::FailedBeforeSwitchover:
       spdlog::error("migrate: failed before switchover: {}", r.error);
       spdlog::warn("migrate: the guest keeps running here");
       vcpu.resume();
-      return false;
-    case migration::SourceResult::FailedAfterSwitchover: break;
+      break;
+    case migration::SourceResult::FailedAfterSwitchover:
+      spdlog::error("migration failed after switchover (the guest is stopped here): {}", r.error);
+      break;
   }
-  throw Error(fmt::format("migration failed after switchover (the guest is stopped here): {}", r.error));
+  return r;
+}
+
+// One API request: {"command": "migrate", ...}. Returns the reply.
+nlohmann::json handle_api(Machine& machine, VcpuThread& vcpu, const nlohmann::json& body,
+                          std::optional<migration::SourceResult>& result) {
+  if (body.value("command", "") != "migrate") return {{"ok", false}, {"error", "unknown command (known: migrate)"}};
+  std::string mode = body.value("mode", "hybrid");
+  if (mode != "precopy" && mode != "postcopy" && mode != "hybrid")
+    return {{"ok", false}, {"error", "mode must be precopy, postcopy or hybrid"}};
+  migration::SourceOptions so{body.value("to", ""), parse_mode(mode), body.value("precopy_rounds", 0u)};
+  try {
+    migration::check_source_mode(machine, so.mode);
+  } catch (const Error& e) {
+    return {{"ok", false}, {"error", e.what()}};
+  }
+  migration::SourceReport r = migrate(machine, vcpu, so);
+  result = r.result;
+  return {{"ok", r.result == migration::SourceResult::Completed},
+          {"result", result_name(r.result)},
+          {"error", r.error},
+          {"total_ms", r.total_ms},
+          {"downtime_source_ms", r.downtime_source_ms},
+          {"precopy_rounds", r.precopy_rounds},
+          {"pages_urgent", r.postcopy.pages_urgent},
+          {"pages_pushed", r.postcopy.pages_pushed}};
+}
+
+// Waits until the guest finishes, `deadline` passes or a signal arrives,
+// answering API requests meanwhile. Returns a migration's result if one ran.
+std::optional<migration::SourceResult> wait_until(Machine& machine, VcpuThread& vcpu, ApiServer* api,
+                                                  std::chrono::steady_clock::time_point deadline) {
+  std::optional<migration::SourceResult> result;
+  while (!g_stop && !vcpu.finished() && std::chrono::steady_clock::now() < deadline) {
+    if (auto req = api ? api->poll() : nullptr) {
+      req->reply.set_value(handle_api(machine, vcpu, req->body, result));
+      if (result == migration::SourceResult::Completed || result == migration::SourceResult::FailedAfterSwitchover)
+        return result;
+    }
+    vcpu.wait_finished(std::chrono::milliseconds(50));
+  }
+  return result;
+}
+
+[[noreturn]] void end_after_migration(migration::SourceResult r) {
+  if (r == migration::SourceResult::Completed) throw ExitCode{0};
+  throw ExitCode{kExitVmmError};
 }
 
 void run(const RunOptions& o) {
@@ -107,12 +160,24 @@ void run(const RunOptions& o) {
   if (!o.migrate_to.empty()) migration::check_source_mode(machine, parse_mode(o.mode));
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
+  std::unique_ptr<ApiServer> api;
+  if (!o.api_socket.empty()) api = std::make_unique<ApiServer>(o.api_socket);
   VcpuThread vcpu(machine);
+  auto is_final = [](std::optional<migration::SourceResult> r) {
+    return r == migration::SourceResult::Completed || r == migration::SourceResult::FailedAfterSwitchover;
+  };
   if (!o.migrate_to.empty()) {
-    wait_until(vcpu, t0 + std::chrono::milliseconds(static_cast<int64_t>(o.migrate_after * 1000)));
-    if (!g_stop && !vcpu.finished() && migrate(machine, vcpu, o)) throw ExitCode{0};
+    auto r = wait_until(machine, vcpu, api.get(),
+                        t0 + std::chrono::milliseconds(static_cast<int64_t>(o.migrate_after * 1000)));
+    if (is_final(r)) end_after_migration(*r);
+    if (!g_stop && !vcpu.finished()) {
+      migration::SourceOptions so{o.migrate_to, parse_mode(o.mode), o.precopy_rounds, o.converge_kib / 4};
+      auto result = migrate(machine, vcpu, so).result;
+      if (is_final(result)) end_after_migration(result);
+    }
   }
-  wait_until(vcpu, std::chrono::steady_clock::time_point::max());
+  auto r = wait_until(machine, vcpu, api.get(), std::chrono::steady_clock::time_point::max());
+  if (is_final(r)) end_after_migration(*r);
   if (g_stop && vcpu.pause()) {
     spdlog::warn("guest stopped by signal after {:.0f} ms", ms_since(t0, std::chrono::steady_clock::now()));
     throw ExitCode{130};
@@ -160,6 +225,8 @@ void add_run_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--precopy-rounds", opts->precopy_rounds,
                   "Dirty-log rounds after the first full pass (default: 1 for hybrid, up to 30 for precopy)");
+  cmd->add_option("--api-socket", opts->api_socket,
+                  "Unix socket on which `vmm migrate` can ask this VMM to migrate its guest");
   cmd->add_option("--precopy-converge", opts->converge_kib,
                   "Precopy stops early once a round leaves less than this many KiB dirty (0: never early)")
       ->capture_default_str();

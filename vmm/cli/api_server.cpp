@@ -1,0 +1,115 @@
+#include "api_server.h"
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/read_until.hpp>
+#include <boost/asio/streambuf.hpp>
+#include <boost/asio/write.hpp>
+
+#include <filesystem>
+#include <istream>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "error.h"
+
+namespace vmm::cli {
+
+namespace asio = boost::asio;
+using asio::local::stream_protocol;
+
+namespace {
+
+constexpr size_t kMaxRequest = 64 * 1024;
+
+nlohmann::json read_json_line(stream_protocol::socket& s) {
+  asio::streambuf buf(kMaxRequest);
+  asio::read_until(s, buf, '\n');
+  std::istream in(&buf);
+  std::string line;
+  std::getline(in, line);
+  return nlohmann::json::parse(line);
+}
+
+void write_json_line(stream_protocol::socket& s, const nlohmann::json& j) {
+  std::string line = j.dump() + "\n";
+  asio::write(s, asio::buffer(line));
+}
+
+}  // namespace
+
+struct ApiServer::Impl {
+  asio::io_context io;
+  stream_protocol::acceptor acceptor{io};
+};
+
+ApiServer::ApiServer(const std::string& path) : path_(path), impl_(std::make_unique<Impl>()) {
+  std::error_code fs_ec;
+  if (std::filesystem::is_socket(path, fs_ec)) std::filesystem::remove(path, fs_ec);  // stale socket of a dead VMM
+  boost::system::error_code ec;
+  stream_protocol::endpoint ep(path);
+  impl_->acceptor.open(ep.protocol(), ec);
+  if (!ec) impl_->acceptor.bind(ep, ec);
+  if (!ec) impl_->acceptor.listen(4, ec);
+  if (ec) throw Error(fmt::format("--api-socket {}: {}", path, ec.message()));
+  spdlog::info("api: listening on {}", path);
+  thread_ = std::thread([this] { serve(); });
+}
+
+ApiServer::~ApiServer() {
+  boost::system::error_code ec;
+  impl_->acceptor.close(ec);
+  if (thread_.joinable()) thread_.join();
+  std::error_code fs_ec;
+  std::filesystem::remove(path_, fs_ec);
+}
+
+std::shared_ptr<ApiRequest> ApiServer::poll() {
+  std::lock_guard lock(mutex_);
+  return std::exchange(pending_, nullptr);
+}
+
+void ApiServer::serve() {
+  for (;;) {
+    stream_protocol::socket s(impl_->io);
+    boost::system::error_code ec;
+    impl_->acceptor.accept(s, ec);
+    if (ec) return;  // closed: the VMM is exiting
+    nlohmann::json reply;
+    try {
+      auto req = std::make_shared<ApiRequest>();
+      req->body = read_json_line(s);
+      auto future = req->reply.get_future();
+      {
+        std::lock_guard lock(mutex_);
+        if (pending_) throw Error("another request is in progress");
+        pending_ = req;
+      }
+      reply = future.get();
+    } catch (const std::exception& e) {
+      reply = {{"ok", false}, {"error", e.what()}};
+    }
+    try {
+      write_json_line(s, reply);
+    } catch (const std::exception& e) {
+      spdlog::warn("api: could not answer the client: {}", e.what());
+    }
+  }
+}
+
+nlohmann::json api_call(const std::string& path, const nlohmann::json& request) {
+  asio::io_context io;
+  stream_protocol::socket s(io);
+  boost::system::error_code ec;
+  s.connect(stream_protocol::endpoint(path), ec);
+  if (ec) throw Error(fmt::format("cannot reach the VMM at --api-socket {}: {}", path, ec.message()));
+  write_json_line(s, request);
+  try {
+    return read_json_line(s);
+  } catch (const std::exception& e) {
+    throw Error(fmt::format("the VMM at {} closed without an answer ({}); it may have exited", path, e.what()));
+  }
+}
+
+}  // namespace vmm::cli

@@ -1,0 +1,53 @@
+// vmm migrate: ask a running `vmm run --api-socket PATH` to migrate its guest.
+#include <iostream>
+#include <memory>
+
+#include <fmt/format.h>
+
+#include "api_server.h"
+#include "commands.h"
+
+namespace vmm::cli {
+
+namespace {
+
+struct MigrateOptions {
+  std::string api_socket;
+  std::string to;
+  std::string mode = "hybrid";
+  uint32_t precopy_rounds = 0;
+};
+
+void run(const MigrateOptions& o) {
+  nlohmann::json reply = api_call(o.api_socket, {{"command", "migrate"},
+                                                 {"to", o.to},
+                                                 {"mode", o.mode},
+                                                 {"precopy_rounds", o.precopy_rounds}});
+  std::cout << reply.dump(2) << "\n";
+  if (!reply.value("ok", false)) {
+    std::cerr << "migrate: " << reply.value("error", std::string("failed")) << "\n";
+    throw ExitCode{1};
+  }
+}
+
+}  // namespace
+
+void add_migrate_command(CLI::App& app) {
+  auto opts = std::make_shared<MigrateOptions>();
+  CLI::App* cmd = app.add_subcommand("migrate", "Migrate the guest of a running `vmm run --api-socket PATH`");
+  cmd->footer(
+      "Prints the source's result as JSON and exits 0 when the guest now runs on the destination, 1 when the\n"
+      "migration failed (before switchover the guest keeps running on the source).\n"
+      "Example: vmm migrate --api-socket /tmp/vm.sock --to 127.0.0.1:4444 --mode postcopy");
+  cmd->add_option("--api-socket", opts->api_socket, "The running VMM's control socket")
+      ->required()
+      ->check(CLI::ExistingPath);
+  cmd->add_option("--to", opts->to, "HOST:PORT of `vmm receive`")->required();
+  cmd->add_option("--mode", opts->mode, "precopy, postcopy or hybrid")
+      ->check(CLI::IsMember({"precopy", "postcopy", "hybrid"}))
+      ->capture_default_str();
+  cmd->add_option("--precopy-rounds", opts->precopy_rounds, "Dirty-log rounds after the first pass (0: default)");
+  cmd->callback([opts] { run(*opts); });
+}
+
+}  // namespace vmm::cli
