@@ -6,6 +6,8 @@
 #include <boost/asio/streambuf.hpp>
 #include <boost/asio/write.hpp>
 
+#include <sys/socket.h>
+
 #include <filesystem>
 #include <istream>
 
@@ -58,6 +60,9 @@ ApiServer::ApiServer(const std::string& path) : path_(path), impl_(std::make_uni
 }
 
 ApiServer::~ApiServer() {
+  // close() alone does not wake an accept() blocked in another thread;
+  // shutdown() on the listening socket does (it then fails with EINVAL).
+  ::shutdown(impl_->acceptor.native_handle(), SHUT_RDWR);
   boost::system::error_code ec;
   impl_->acceptor.close(ec);
   if (thread_.joinable()) thread_.join();
