@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Quick start: install what is needed, build, show what this host can do, then
 # boot the touch guest on guest_memfd and migrate it with postcopy over
-# loopback, once to a destination on hugetlb 1 GiB and once to one on shmem,
+# loopback to destinations on hugetlb 1 GiB, hugetlb 2 MiB and shmem,
 # and print the fault-latency summary next to this host's floors (4 KiB TCP
 # round trip, local userfaultfd MINOR round trip) measured in the same run.
 #   tools/demo.sh [--size MIB] [--seconds S] [--mode postcopy|hybrid]
@@ -34,7 +34,7 @@ cleanup() {
   jobs -p | xargs -r kill 2>/dev/null || true
 }
 trap cleanup EXIT
-for r in "1g 1" "2m 32"; do
+for r in "1g 1" "2m 160"; do
   if tools/hugepages.sh reserve $r >/dev/null; then reserved+=("$r"); fi
 done
 
@@ -59,6 +59,7 @@ migrate() {  # migrate DST_MEMORY MEM_SIZE
   grep -hE "VERIFY|error" "$OUT/$dst.guest" "$OUT/$dst.log" || true
 }
 migrate hugetlb-1g 1G
+migrate hugetlb-2m 256M
 migrate shmem 256M
 
 echo "== summary (all figures from this run; reports and logs in $OUT)"
@@ -80,7 +81,7 @@ for b in ("shmem", "hugetlb_2m", "hugetlb_1g"):
 print()
 print("  %-11s %-8s %7s %9s %9s %9s %11s %10s  %s" % ("destination", "page", "faults", "p50 us", "p99 us",
       "max us", "blocked ms", "downtime", "guest"))
-for dst in ("hugetlb-1g", "shmem"):
+for dst in ("hugetlb-1g", "hugetlb-2m", "shmem"):
     path = os.path.join(out, dst + ".json")
     verdict = "VERIFY OK" if "VERIFY OK" in open(os.path.join(out, dst + ".guest")).read() else "no VERIFY OK"
     if not os.path.exists(path):
