@@ -20,7 +20,6 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
-#include <spdlog/spdlog.h>
 
 #include "guest_memory.h"
 #include "hugepages.h"
@@ -129,12 +128,3 @@ BENCHMARK_CAPTURE(uffd_minor, hugetlb_2m, vmm::Backend::Hugetlb2M, 32)
     ->UseManualTime()->Iterations(256)->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(uffd_minor, hugetlb_1g, vmm::Backend::Hugetlb1G, 1)
     ->UseManualTime()->Iterations(16)->Unit(benchmark::kMicrosecond);
-
-int main(int argc, char** argv) {
-  spdlog::set_level(spdlog::level::warn);
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}

@@ -6,7 +6,6 @@
 #include <optional>
 
 #include <benchmark/benchmark.h>
-#include <spdlog/spdlog.h>
 
 #include "guest_memory.h"
 #include "hugepages.h"
@@ -60,12 +59,3 @@ BENCHMARK_CAPTURE(boot, hugetlb_2m, vmm::Backend::Hugetlb2M, vmm::GmemBind::Fd)
 BENCHMARK_CAPTURE(boot, hugetlb_1g, vmm::Backend::Hugetlb1G, vmm::GmemBind::Fd)
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
-
-int main(int argc, char** argv) {
-  spdlog::set_level(spdlog::level::warn);
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}

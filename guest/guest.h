@@ -18,27 +18,7 @@ enum {
 #define MIB (1024UL * 1024UL)
 #define GIB (1024ULL * MIB)
 
-/* struct hvm_start_info and its memory map (xen/include/public/arch-x86/hvm/start_info.h). */
-#define HVM_START_MAGIC 0x336ec578u
-struct hvm_start_info {
-  uint32_t magic;
-  uint32_t version;
-  uint32_t flags;
-  uint32_t nr_modules;
-  uint64_t modlist_paddr;
-  uint64_t cmdline_paddr;
-  uint64_t rsdp_paddr;
-  uint64_t memmap_paddr;
-  uint32_t memmap_entries;
-  uint32_t reserved;
-};
-struct hvm_memmap_table_entry {
-  uint64_t addr;
-  uint64_t size;
-  uint32_t type;
-  uint32_t reserved;
-};
-#define HVM_MEMMAP_TYPE_RAM 1
+#include "hvm_start_info.h"
 
 /* Set up by boot.c before ring 3 starts. */
 extern uint32_t pvh_start_info_paddr;

@@ -9,34 +9,18 @@
 #include <span>
 #include <string>
 
+#include "hvm_start_info.h"
+
 namespace vmm {
 
-inline constexpr uint32_t kHvmStartMagic = 0x336ec578;
-
-struct HvmStartInfo {
-  uint32_t magic;
-  uint32_t version;
-  uint32_t flags;
-  uint32_t nr_modules;
-  uint64_t modlist_paddr;
-  uint64_t cmdline_paddr;
-  uint64_t rsdp_paddr;
-  uint64_t memmap_paddr;
-  uint32_t memmap_entries;
-  uint32_t reserved;
-};
+// The ABI structs come from the guest's own header, so both sides agree by construction.
+using HvmStartInfo = hvm_start_info;
+using HvmMemmapEntry = hvm_memmap_table_entry;
+inline constexpr uint32_t kHvmStartMagic = HVM_START_MAGIC;
+inline constexpr uint32_t kMemmapRam = HVM_MEMMAP_TYPE_RAM;
+inline constexpr uint32_t kMemmapReserved = HVM_MEMMAP_TYPE_RESERVED;
 static_assert(sizeof(HvmStartInfo) == 56);
-
-struct HvmMemmapEntry {
-  uint64_t addr;
-  uint64_t size;
-  uint32_t type;
-  uint32_t reserved;
-};
 static_assert(sizeof(HvmMemmapEntry) == 24);
-
-inline constexpr uint32_t kMemmapRam = 1;
-inline constexpr uint32_t kMemmapReserved = 2;
 
 // Writes GDT, start info, memory map and command line into guest RAM.
 // Throws vmm::Error if the command line does not fit.
