@@ -32,21 +32,36 @@ void Channel::send(FrameType type, uint32_t flags, std::span<const uint8_t> payl
   bytes_sent_ += header.size() + payload.size();
 }
 
-Frame Channel::receive() {
-  std::array<uint8_t, kHeaderSize> header;
+FrameHeader Channel::receive_header(std::array<uint8_t, kHeaderSize>& raw) {
   boost::system::error_code ec;
-  asio::read(socket_, asio::buffer(header), ec);
+  asio::read(socket_, asio::buffer(raw), ec);
   if (ec == asio::error::eof) throw ConnectionError(fmt::format("{} closed the connection", peer_));
   if (ec) throw ConnectionError(fmt::format("receiving from {} failed: {}", peer_, ec.message()));
+  bytes_received_ += kHeaderSize;
+  return decode_header(raw);
+}
+
+void Channel::read_exact(std::span<uint8_t> out) {
+  boost::system::error_code ec;
+  asio::read(socket_, asio::buffer(out.data(), out.size()), ec);
+  if (ec) throw ConnectionError(fmt::format("frame from {} is truncated: {}", peer_, ec.message()));
+  bytes_received_ += out.size();
+}
+
+void Channel::read_scatter(const std::vector<asio::mutable_buffer>& bufs, size_t total) {
+  boost::system::error_code ec;
+  size_t n = asio::read(socket_, bufs, ec);
+  if (ec || n != total) throw ConnectionError(fmt::format("frame from {} is truncated: {}", peer_, ec.message()));
+  bytes_received_ += n;
+}
+
+Frame Channel::receive() {
+  std::array<uint8_t, kHeaderSize> header;
   Frame f;
-  f.header = decode_header(header);
+  f.header = receive_header(header);
   f.payload.resize(f.header.length);
-  asio::read(socket_, asio::buffer(f.payload), ec);
-  if (ec)
-    throw ConnectionError(fmt::format("{} frame from {} is truncated: {}", frame_type_name(f.header.type), peer_,
-                                      ec.message()));
+  read_exact(f.payload);
   verify_crc(header, f.payload, f.header.crc);
-  bytes_received_ += kHeaderSize + f.payload.size();
   return f;
 }
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/buffer.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
 #include <memory>
@@ -33,6 +34,11 @@ class Channel {
   // Blocks for the next frame; throws ConnectionError when the peer is gone and
   // ProtocolError for a malformed frame.
   Frame receive();
+  // The parts of receive(), for a receiver that places a payload itself
+  // (page data straight into guest memory); it must then check the CRC.
+  FrameHeader receive_header(std::array<uint8_t, kHeaderSize>& raw);
+  void read_exact(std::span<uint8_t> out);
+  void read_scatter(const std::vector<boost::asio::mutable_buffer>& bufs, size_t total);
   // Unblocks a receive() in another thread; later calls fail.
   void shutdown();
 

@@ -124,9 +124,16 @@ void Destination::receive_until_postcopy() {
   bool have_state = false;
   Clock::time_point t_state{};
   for (;;) {
-    Frame f = main_->receive();
+    std::array<uint8_t, kHeaderSize> raw;
+    FrameHeader h = main_->receive_header(raw);
+    if (h.type == FrameType::Pages) {
+      pages_->receive_pages(*main_, raw, h, false);
+      continue;
+    }
+    Frame f{h, std::vector<uint8_t>(h.length)};
+    main_->read_exact(f.payload);
+    verify_crc(raw, f.payload, h.crc);
     switch (f.header.type) {
-      case FrameType::Pages: pages_->apply_precopy(decode_pages(f.payload, hello_.mem_size)); break;
       case FrameType::RoundDone:
         rounds_ = decode_round_done(f.payload).round + 1;
         spdlog::debug("receive: precopy round {} done", rounds_);
@@ -210,10 +217,11 @@ void Destination::urgent_loop() {
   vmm::make_current_thread_urgent("urgent-recv");
   try {
     while (!complete_) {
-      Frame f = urgent_->receive();
-      if (f.header.type != FrameType::Pages || !(f.header.flags & kPagesUrgent))
-        throw ProtocolError(fmt::format("unexpected {} on the urgent connection", frame_type_name(f.header.type)));
-      pages_->apply_postcopy(decode_pages(f.payload, hello_.mem_size), f.header.flags);
+      std::array<uint8_t, kHeaderSize> raw;
+      FrameHeader h = urgent_->receive_header(raw);
+      if (h.type != FrameType::Pages || !(h.flags & kPagesUrgent))
+        throw ProtocolError(fmt::format("unexpected {} on the urgent connection", frame_type_name(h.type)));
+      pages_->receive_pages(*urgent_, raw, h, true);
       if (pages_->complete() && !complete_.exchange(true)) main_->send(FrameType::Complete, 0, {});
     }
   } catch (const std::exception& e) {
@@ -230,19 +238,24 @@ void Destination::receive_postcopy() {
       if (!complete_.exchange(true)) main_->send(FrameType::Complete, 0, {});
       break;
     }
-    Frame f;
     try {
-      f = main_->receive();
+      std::array<uint8_t, kHeaderSize> raw;
+      FrameHeader h = main_->receive_header(raw);
+      if (h.type == FrameType::Error) {
+        std::vector<uint8_t> payload(h.length);
+        main_->read_exact(payload);
+        verify_crc(raw, payload, h.crc);
+        throw vmm::Error("the source gave up: " + decode_error(payload));
+      }
+      if (h.type != FrameType::Pages)
+        throw ProtocolError(fmt::format("unexpected {} during postcopy", frame_type_name(h.type)));
+      pages_->receive_pages(*main_, raw, h, true);
     } catch (const ConnectionError&) {
       if (complete_) break;
       std::lock_guard lock(error_mutex_);
       if (!error_.empty()) throw vmm::Error(error_);
       throw;
     }
-    if (f.header.type == FrameType::Error) throw vmm::Error("the source gave up: " + decode_error(f.payload));
-    if (f.header.type != FrameType::Pages)
-      throw ProtocolError(fmt::format("unexpected {} during postcopy", frame_type_name(f.header.type)));
-    pages_->apply_postcopy(decode_pages(f.payload, hello_.mem_size), f.header.flags);
     if (pages_->complete() && !complete_.exchange(true)) main_->send(FrameType::Complete, 0, {});
     progress();
   }

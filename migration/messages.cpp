@@ -209,8 +209,9 @@ std::vector<uint8_t> encode_pages(uint64_t offset, uint32_t count, const uint8_t
   return std::move(w.buffer());
 }
 
-PagesView decode_pages(std::span<const uint8_t> p, uint64_t mem_size) {
-  ByteReader r(p, "Pages");
+namespace {
+
+PagesView read_pages_prefix(ByteReader& r, uint64_t mem_size) {
   PagesView v;
   v.offset = r.u64();
   v.count = r.u32();
@@ -222,12 +223,39 @@ PagesView decode_pages(std::span<const uint8_t> p, uint64_t mem_size) {
                                     v.offset, v.count, mem_size));
   v.data_bits = read_bits(r, v.count);
   v.zero_bits = read_bits(r, v.count);
-  uint64_t ndata = 0;
-  for (size_t i = 0; i < v.data_bits.size(); i++) {
+  for (size_t i = 0; i < v.data_bits.size(); i++)
     if (v.data_bits[i] & v.zero_bits[i]) throw ProtocolError("a chunk is marked both data and zero");
-    ndata += static_cast<uint64_t>(std::popcount(v.data_bits[i]));
-  }
-  v.data = r.bytes(ndata * kChunk);
+  return v;
+}
+
+}  // namespace
+
+uint64_t data_chunks(const PagesView& v) {
+  uint64_t n = 0;
+  for (uint64_t w : v.data_bits) n += static_cast<uint64_t>(std::popcount(w));
+  return n;
+}
+
+size_t pages_prefix_size(std::span<const uint8_t, kPagesFixedSize> fixed) {
+  ByteReader r(fixed, "Pages");
+  r.u64();
+  uint32_t count = r.u32();
+  if (count == 0 || count > kMaxChunksPerFrame)
+    throw ProtocolError(fmt::format("Pages frame with {} chunks (1..{})", count, kMaxChunksPerFrame));
+  return kPagesFixedSize + 2 * 8 * ((count + 63) / 64);
+}
+
+PagesView decode_pages_prefix(std::span<const uint8_t> prefix, uint64_t mem_size) {
+  ByteReader r(prefix, "Pages");
+  PagesView v = read_pages_prefix(r, mem_size);
+  r.expect_end();
+  return v;
+}
+
+PagesView decode_pages(std::span<const uint8_t> p, uint64_t mem_size) {
+  ByteReader r(p, "Pages");
+  PagesView v = read_pages_prefix(r, mem_size);
+  v.data = r.bytes(data_chunks(v) * kChunk);
   r.expect_end();
   return v;
 }

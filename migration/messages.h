@@ -112,6 +112,13 @@ std::vector<uint8_t> encode_pages(uint64_t offset, uint32_t count, const uint8_t
                                   const std::vector<uint64_t>* allocated = nullptr);
 // Parses and bounds-checks a Pages payload against the guest memory size.
 PagesView decode_pages(std::span<const uint8_t> p, uint64_t mem_size);
+// The part of a Pages payload before its data: {offset, count, reserved} and
+// the two bitmaps. A receiver reads this first, then the data straight into
+// guest memory. pages_prefix_size() needs the first 16 bytes.
+inline constexpr size_t kPagesFixedSize = 16;
+size_t pages_prefix_size(std::span<const uint8_t, kPagesFixedSize> fixed);
+PagesView decode_pages_prefix(std::span<const uint8_t> prefix, uint64_t mem_size);
+uint64_t data_chunks(const PagesView& v);
 
 bool chunk_is_zero(const uint8_t* p);
 

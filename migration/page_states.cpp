@@ -22,28 +22,6 @@ PageStates::PageStates(uint8_t* primary, uint8_t* alias, uint64_t mem_size, uint
   for (uint64_t p = 0; p < npages_; p++) state_[p] = static_cast<uint8_t>(PageState::Missing);
 }
 
-void PageStates::write_chunks(const PagesView& v) { write_chunks(v, 0, v.count); }
-
-// Writes chunks [from, to) of the frame; `src` must skip the data of earlier chunks.
-void PageStates::write_chunks(const PagesView& v, uint32_t from, uint32_t to) {
-  const uint8_t* src = v.data.data();
-  for (uint32_t i = 0; i < from; i++) src += v.is_data(i) ? kChunk : 0;
-  for (uint32_t i = from; i < to; i++) {
-    uint8_t* dst = alias_ + v.offset + uint64_t{i} * kChunk;
-    if (v.is_data(i)) {
-      std::memcpy(dst, src, kChunk);
-      src += kChunk;
-      received_++;
-    } else if (v.is_zero(i)) {
-      std::memset(dst, 0, kChunk);
-    } else {
-      skipped_++;
-    }
-  }
-}
-
-void PageStates::apply_precopy(const PagesView& v) { write_chunks(v); }
-
 void PageStates::begin_postcopy(const std::vector<uint64_t>& missing, const vmm::Userfaultfd* uffd,
                                 FaultMetrics* metrics) {
   uffd_ = uffd;
@@ -113,19 +91,26 @@ bool PageStates::try_claim(uint64_t page) {
   }
 }
 
-uint64_t PageStates::apply_whole_pages(const PagesView& v, uint32_t flags) {
-  uint64_t first = v.offset / page_size_, last = (v.offset + uint64_t{v.count} * kChunk) / page_size_;
-  auto per = static_cast<uint32_t>(page_size_ / kChunk);
+// Marks the pages this frame finished present and maps them, in runs.
+uint64_t PageStates::complete_pages(const PagesView& v, uint32_t flags, bool whole, const std::vector<bool>& mine) {
+  uint64_t begin = v.offset, end = v.offset + uint64_t{v.count} * kChunk;
+  uint64_t first = begin / page_size_, last = end / page_size_;
+  if (!whole) {
+    if (!(flags & kPagesLastOfPage)) return 0;
+    if (end % page_size_)
+      throw ProtocolError(fmt::format("Pages frame marked last-of-page ends at {:#x}, inside a {} byte page", end,
+                                      page_size_));
+    first = last - 1;  // the frame ends the large page it is part of
+  }
   auto t_received = Clock::now();
   uint64_t completed = 0;
   for (uint64_t p = first; p < last;) {
-    if (!try_claim(p)) {
-      p++;  // a duplicate: the other copy filled it, or is filling it now
+    if (whole && !mine[p - first]) {
+      p++;
       continue;
     }
     uint64_t q = p + 1;
-    while (q < last && try_claim(q)) q++;
-    write_chunks(v, static_cast<uint32_t>((p - first) * per), static_cast<uint32_t>((q - first) * per));
+    while (q < last && (!whole || mine[q - first])) q++;
     for (uint64_t i = p; i < q; i++) state_[i].store(static_cast<uint8_t>(PageState::Present));
     continue_pages(p, q - p);
     auto t_done = Clock::now();
@@ -137,35 +122,6 @@ uint64_t PageStates::apply_whole_pages(const PagesView& v, uint32_t flags) {
     p = q;
   }
   return completed;
-}
-
-uint64_t PageStates::apply_postcopy(const PagesView& v, uint32_t flags) {
-  uint64_t begin = v.offset, end = v.offset + uint64_t{v.count} * kChunk;
-  if ((flags & kPagesLastOfPage) && begin % page_size_ == 0 && end % page_size_ == 0)
-    return apply_whole_pages(v, flags);
-  for (uint64_t p = begin / page_size_; p * page_size_ < end; p++)
-    if (state(p) == PageState::Present)
-      throw ProtocolError(fmt::format("source sent data for page {}, which is already present", p));
-  write_chunks(v);
-  if (!(flags & kPagesLastOfPage)) return 0;
-  if (end % page_size_)
-    throw ProtocolError(fmt::format("Pages frame marked last-of-page ends at {:#x}, inside a {} byte page", end,
-                                    page_size_));
-  uint64_t first = begin / page_size_, last = end / page_size_;  // [first, last)
-  auto t_received = Clock::now();
-  std::vector<bool> was_requested(last - first);
-  for (uint64_t p = first; p < last; p++) {
-    auto prev = static_cast<PageState>(state_[p].exchange(static_cast<uint8_t>(PageState::Present)));
-    was_requested[p - first] = prev == PageState::Requested;
-  }
-  continue_pages(first, last - first);
-  auto t_done = Clock::now();
-  present_ += last - first;
-  if (!(flags & kPagesUrgent)) pushed_ += last - first;
-  if (metrics_)
-    for (uint64_t p = first; p < last; p++)
-      if (was_requested[p - first]) metrics_->page_done(p, t_received, t_done);
-  return last - first;
 }
 
 }  // namespace migration

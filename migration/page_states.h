@@ -4,11 +4,13 @@
 // UFFDIO_CONTINUE on the primary view only once all its bytes are there.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <memory>
 #include <vector>
 
+#include "channel.h"
 #include "fault_metrics.h"
 #include "messages.h"
 
@@ -28,8 +30,8 @@ class PageStates {
   uint64_t npages() const { return npages_; }
   uint8_t* primary() const { return primary_; }
 
-  // Precopy: write chunks through the alias (the guest is not running yet).
-  void apply_precopy(const PagesView& v);
+  // Reads the rest of a Pages frame from `ch` straight into guest memory
+  // (page_receive.cpp). Precopy: the guest is not running; every chunk lands.
   // Postcopy: marks pages Missing from the source's bitmap, the rest Present.
   void begin_postcopy(const std::vector<uint64_t>& missing, const vmm::Userfaultfd* uffd, FaultMetrics* metrics);
   // Postcopy: a frame that holds whole pages fills only the pages it can claim
@@ -37,7 +39,8 @@ class PageStates {
   // because the push had it in flight); a frame that is part of a larger page
   // must find that page not present. Completed pages are mapped
   // (UFFDIO_CONTINUE). Returns the pages this frame completed.
-  uint64_t apply_postcopy(const PagesView& v, uint32_t flags);
+  uint64_t receive_pages(Channel& ch, const std::array<uint8_t, kHeaderSize>& raw, const FrameHeader& h,
+                         bool postcopy);
 
   PageState state(uint64_t page) const { return static_cast<PageState>(state_[page].load()); }
   bool try_mark_requested(uint64_t page);
@@ -52,10 +55,9 @@ class PageStates {
   uint64_t chunks_received() const { return received_.load(); }
 
  private:
-  void write_chunks(const PagesView& v);
-  void write_chunks(const PagesView& v, uint32_t from, uint32_t to);
   bool try_claim(uint64_t page);
-  uint64_t apply_whole_pages(const PagesView& v, uint32_t flags);
+  std::vector<bool> claim_for_frame(const PagesView& v, uint32_t flags, bool& whole);
+  uint64_t complete_pages(const PagesView& v, uint32_t flags, bool whole, const std::vector<bool>& mine);
 
   uint8_t* primary_;
   uint8_t* alias_;

@@ -155,6 +155,22 @@ TEST(Messages, PagesWhoseBitmapsDisagreeWithTheDataAreRefused) {
   EXPECT_THROW(decode_pages(payload, 2 * kChunk), ProtocolError);
 }
 
+TEST(Messages, PagesPrefixAnnouncesItsOwnSizeAndDataCount) {
+  std::vector<uint8_t> mem(130 * kChunk, 0);
+  mem[129 * kChunk] = 9;
+  PagesStats st;
+  auto payload = encode_pages(0, 130, mem.data(), nullptr, st);
+  size_t prefix = pages_prefix_size(std::span<const uint8_t, kPagesFixedSize>(payload.data(), kPagesFixedSize));
+  EXPECT_EQ(prefix, kPagesFixedSize + 2 * 8 * 3);  // 130 bits: 3 words per bitmap
+  PagesView v = decode_pages_prefix({payload.data(), prefix}, mem.size());
+  EXPECT_EQ(data_chunks(v), 1u);
+  EXPECT_EQ(payload.size(), prefix + kChunk);
+  payload[8] = 0;  // count 0
+  payload[9] = 0;
+  EXPECT_THROW(pages_prefix_size(std::span<const uint8_t, kPagesFixedSize>(payload.data(), kPagesFixedSize)),
+               ProtocolError);
+}
+
 TEST(Messages, RequestsForPagesBeyondTheEndAreRefused) {
   auto p = encode_request({0, 5});
   EXPECT_EQ(decode_request(p, 6), (std::vector<uint64_t>{0, 5}));
@@ -191,6 +207,10 @@ TEST(Messages, RandomInputOnlyEverThrowsProtocolError) {
     }
     try {
       decode_pages(p, mem.size());
+    } catch (const ProtocolError&) {
+    }
+    try {
+      decode_pages_prefix(p, mem.size());
     } catch (const ProtocolError&) {
     }
     try {
