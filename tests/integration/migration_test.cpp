@@ -236,3 +236,24 @@ TEST(Migration, ApiSocketMigratesARunningGuest) {
 }
 
 }  // namespace
+
+namespace {
+
+// Two "hosts" in network namespaces joined by veth, with an added round trip
+// (netem where the kernel has it, else the delay relay); nothing may be left behind.
+TEST(TwoHosts, MigratesBetweenNamespacesAndCleansUp) {
+  if (!have_kvm()) GTEST_SKIP() << "no usable /dev/kvm on this host";
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root for ip netns and tc";
+  if (!test::have_program("ip")) GTEST_SKIP() << "iproute2 (ip) is not installed";
+  auto r = run_command(fmt::format("{}/two-hosts.sh --size 8 --seconds 3 --mem-size 64M --rtt 2 --rate 2000",
+                                   TOOLS_DIR),
+                       120);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("VERIFY OK pages=2048"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("added delay: "), std::string::npos) << r.output;
+  auto ns = run_command("ip netns list");
+  EXPECT_EQ(ns.output.find("vmm-src-"), std::string::npos) << ns.output;
+  EXPECT_EQ(ns.output.find("vmm-dst-"), std::string::npos) << ns.output;
+}
+
+}  // namespace

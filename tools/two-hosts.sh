@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Migrate between two "hosts" on this machine: two network namespaces joined
+# by a veth pair (10.213.0.1 = source, 10.213.0.2 = destination; these
+# addresses exist only inside the namespaces). Optionally shape the link:
+#   --rate MBIT   tc tbf on both veth ends
+#   --rtt MS      tc netem delay where the kernel has sch_netem; otherwise our
+#                 user-space delay relay (build/tools/delay_relay/delay_relay)
+#                 inside the destination namespace. The script says which.
+# Everything is torn down on exit or Ctrl-C: processes, namespaces (with the
+# veth pair and its qdiscs) and the hugepages it reserved.
+#
+#   tools/two-hosts.sh [--src-memory gmem] [--dst-memory hugetlb-1g] [--mode postcopy]
+#                      [--mem-size 1G] [--size 64] [--seconds 6] [--rate MBIT] [--rtt MS]
+#                      [--report FILE.json]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SRC_MEM=gmem; DST_MEM=shmem; MODE=postcopy; MEM_SIZE=256M; SIZE=64; SECS=6
+RATE=""; RTT=""; REPORT=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --src-memory) SRC_MEM=$2; shift 2 ;;
+    --dst-memory) DST_MEM=$2; shift 2 ;;
+    --mode) MODE=$2; shift 2 ;;
+    --mem-size) MEM_SIZE=$2; shift 2 ;;
+    --size) SIZE=$2; shift 2 ;;
+    --seconds) SECS=$2; shift 2 ;;
+    --rate) RATE=$2; shift 2 ;;
+    --rtt) RTT=$2; shift 2 ;;
+    --report) REPORT=$2; shift 2 ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "two-hosts: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+[ "$(id -u)" -eq 0 ] || { echo "two-hosts: needs root (ip netns, tc)" >&2; exit 1; }
+
+VMM=build/vmm
+RELAY=build/tools/delay_relay/delay_relay
+[ -x "$VMM" ] && [ -x "$RELAY" ] || { cmake -S . -B build >/dev/null; cmake --build build -j"$(nproc)" >/dev/null; }
+
+SRC_NS=vmm-src-$$; DST_NS=vmm-dst-$$
+SRC_IP=10.213.0.1; DST_IP=10.213.0.2; PORT=4444; RELAY_PORT=5555
+OUT=$(mktemp -d /tmp/vmm-two-hosts.XXXXXX)
+REPORT=${REPORT:-$OUT/report.json}
+reserved=()
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  ip netns del "$SRC_NS" 2>/dev/null || true
+  ip netns del "$DST_NS" 2>/dev/null || true
+  for r in "${reserved[@]}"; do tools/hugepages.sh release $r >/dev/null || true; done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+ip netns add "$SRC_NS"
+ip netns add "$DST_NS"
+ip link add veth-src netns "$SRC_NS" type veth peer name veth-dst netns "$DST_NS"
+ip -n "$SRC_NS" addr add $SRC_IP/30 dev veth-src
+ip -n "$DST_NS" addr add $DST_IP/30 dev veth-dst
+for ns in "$SRC_NS" "$DST_NS"; do ip -n "$ns" link set lo up; done
+ip -n "$SRC_NS" link set veth-src up
+ip -n "$DST_NS" link set veth-dst up
+echo "two-hosts: source $SRC_NS ($SRC_IP) <-veth-> destination $DST_NS ($DST_IP)"
+
+delay_by=none
+if [ -n "$RTT" ]; then
+  half=$(awk "BEGIN { print $RTT / 2 }")
+  if ip netns exec "$SRC_NS" tc qdisc add dev veth-src root netem delay "${half}ms" 2>"$OUT/netem.err"; then
+    ip netns exec "$DST_NS" tc qdisc add dev veth-dst root netem delay "${half}ms"
+    delay_by="tc netem (${half} ms each way)"
+  else
+    delay_by="user-space delay relay (${half} ms each way; tc netem: $(tr -d '\n' <"$OUT/netem.err"))"
+  fi
+fi
+if [ -n "$RATE" ]; then
+  if [[ "$delay_by" == tc* ]]; then
+    for side in "$SRC_NS veth-src" "$DST_NS veth-dst"; do
+      set -- $side
+      ip netns exec "$1" tc qdisc change dev "$2" root netem delay "${half}ms" rate "${RATE}mbit"
+    done
+  else
+    ip netns exec "$SRC_NS" tc qdisc add dev veth-src root tbf rate "${RATE}mbit" burst 256kb latency 100ms
+    ip netns exec "$DST_NS" tc qdisc add dev veth-dst root tbf rate "${RATE}mbit" burst 256kb latency 100ms
+  fi
+  echo "two-hosts: link rate ${RATE} Mbit/s each way"
+fi
+echo "two-hosts: added delay: $delay_by"
+
+case "$MEM_SIZE" in
+  *G) mem_mib=$(( ${MEM_SIZE%G} * 1024 )) ;;
+  *M) mem_mib=${MEM_SIZE%M} ;;
+  *) echo "two-hosts: --mem-size takes a number with M or G, not '$MEM_SIZE'" >&2; exit 2 ;;
+esac
+case "$DST_MEM" in
+  hugetlb-2m) need="2m $(( mem_mib / 2 ))" ;;
+  hugetlb-1g) need="1g $(( (mem_mib + 1023) / 1024 ))" ;;
+  *) need="" ;;
+esac
+if [ -n "$need" ] && tools/hugepages.sh reserve $need >/dev/null; then reserved+=("$need"); fi
+
+ip netns exec "$DST_NS" "$VMM" receive --listen "127.0.0.1:$PORT" --memory "$DST_MEM" --report "$REPORT" \
+  >"$OUT/destination.out" 2>"$OUT/destination.log" &
+dst_pid=$!; pids+=($dst_pid)
+target="$DST_IP:$RELAY_PORT"
+if [[ "$delay_by" == user-space* ]]; then
+  ip netns exec "$DST_NS" "$RELAY" --listen "$DST_IP:$RELAY_PORT" --to "127.0.0.1:$PORT" --delay-ms "$half" \
+    >"$OUT/relay.log" 2>&1 &
+else
+  ip netns exec "$DST_NS" "$RELAY" --listen "$DST_IP:$RELAY_PORT" --to "127.0.0.1:$PORT" --delay-ms 0 \
+    >"$OUT/relay.log" 2>&1 &
+fi
+pids+=($!)
+sleep 0.5
+echo "two-hosts: vmm run --memory $SRC_MEM --mem-size $MEM_SIZE --mode $MODE -> $target (destination on $DST_MEM)"
+src_rc=0
+ip netns exec "$SRC_NS" "$VMM" run --kernel build/guest/guest.elf \
+  --cmdline "workload=touch size=$SIZE seconds=$SECS" --memory "$SRC_MEM" --mem-size "$MEM_SIZE" \
+  --mode "$MODE" --migrate-to "$target" --migrate-after 1.5 >"$OUT/source.out" 2>"$OUT/source.log" || src_rc=$?
+dst_rc=0
+wait $dst_pid || dst_rc=$?
+grep -hE "migrate:|switchover|error" "$OUT/source.log" || true
+sed -n '/=== postcopy summary/,/total/p' "$OUT/destination.log"
+grep -hE "VERIFY|error" "$OUT/destination.out" "$OUT/destination.log" || true
+echo "two-hosts: source exit $src_rc, destination exit $dst_rc; report $REPORT, logs in $OUT"
+[ $src_rc -eq 0 ] && [ $dst_rc -eq 0 ]
