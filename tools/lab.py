@@ -1,0 +1,225 @@
+#!/usr/bin/env python3
+"""Fault-latency lab: one command for the table and the plots.
+
+For every case of the matrix (source backend x destination backend x mode x
+guest size) it migrates the touch guest over loopback with `vmm run
+--migrate-to` / `vmm receive --report`, right after measuring this host's
+floors (build/bench/baselines: 4 KiB TCP round trip, local uffd MINOR round
+trip per backend), then runs QEMU's own postcopy on the same guest
+(tools/qemu-postcopy.py, with and without postcopy-preempt). It writes one
+JSON file per run, results.md (a Markdown table with PASS/MISS against the
+4 KiB targets), and PNG plots drawn by gnuplot:
+  cdf.png        fault-latency CDF per destination backend
+  timeline.png   faults over time (latency of each fault against its time)
+  histograms.png guest-observed touch histogram next to the VMM-observed one
+
+  tools/lab.py [--out DIR] [--quick] [--no-qemu]
+"""
+import argparse
+import json
+import math
+import os
+import random
+import re
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VMM = os.path.join(ROOT, "build/vmm")
+GUEST = os.path.join(ROOT, "build/guest/guest.elf")
+HUGEPAGES = os.path.join(ROOT, "tools/hugepages.sh")
+
+# Targets from the lab's brief, as ratios to floors measured in the same run.
+P50_TARGET = 1.15  # x (TCP 4 KiB RTT + local uffd RTT), 4 KiB pages
+P99_TARGET = 2.0
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, cwd=ROOT, text=True, capture_output=True, **kw)
+
+
+def baselines(out):
+    path = os.path.join(out, "baselines.json")
+    r = sh([os.path.join(ROOT, "build/bench/baselines"), "--benchmark_format=json",
+            "--benchmark_out=" + path, "--benchmark_out_format=json"])
+    base = {}
+    for b in json.load(open(path))["benchmarks"]:
+        if "p50_us" in b:
+            base[b["name"].split("/iterations")[0]] = {"p50_us": b["p50_us"], "p99_us": b["p99_us"]}
+    if r.returncode:
+        print("lab: baselines exited %d: %s" % (r.returncode, r.stderr[-500:]), file=sys.stderr)
+    return base
+
+
+def guest_hist(text):
+    return {int(m.group(1)): int(m.group(3)) for m in re.finditer(r"HIST lo_us=(\d+) hi_us=(\d+) count=(\d+)", text)}
+
+
+def migrate(case, out, port):
+    src, dst, mode, size, seconds = case["src"], case["dst"], case["mode"], case["size"], case["seconds"]
+    mem = "1G" if dst == "hugetlb-1g" else "256M"
+    name = "%s-to-%s-%s-%dM" % (src, dst, mode, size)
+    report = os.path.join(out, name + ".report.json")
+    d = subprocess.Popen([VMM, "receive", "--listen", "127.0.0.1:%d" % port, "--memory", dst, "--report", report],
+                         cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(0.3)
+    src_args = [VMM, "run", "--kernel", GUEST, "--cmdline", "workload=touch size=%d seconds=%d" % (size, seconds),
+                "--memory", src, "--mem-size", mem, "--mode", mode, "--migrate-to", "127.0.0.1:%d" % port,
+                "--migrate-after", "1.5"]
+    if src == "gmem" and mode != "postcopy":
+        src_args += ["--gmem-bind", "hva"]
+    s = subprocess.run(src_args, cwd=ROOT, text=True, capture_output=True, timeout=300)
+    dout, derr = d.communicate(timeout=300)
+    run = {"name": name, "case": case, "src_rc": s.returncode, "dst_rc": d.returncode,
+           "verify_ok": "VERIFY OK" in dout, "guest_hist_us": guest_hist(dout)}
+    if os.path.exists(report):
+        run["report"] = json.load(open(report))
+    else:
+        run["error"] = (s.stderr + derr)[-2000:]
+    json.dump(run, open(os.path.join(out, name + ".json"), "w"), indent=2)
+    return run
+
+
+def qemu_peer(out, preempt, size, seconds):
+    args = [sys.executable, os.path.join(ROOT, "tools/qemu-postcopy.py"), "--size", str(size),
+            "--seconds", str(seconds), "--precopy", "0"] + (["--preempt"] if preempt else [])
+    r = sh(args, timeout=300)
+    try:
+        res = json.loads(r.stdout)
+    except ValueError:
+        res = {"status": "failed", "error": r.stderr[-1000:]}
+    name = "qemu-memfd%s" % ("-preempt" if preempt else "")
+    json.dump(res, open(os.path.join(out, name + ".json"), "w"), indent=2)
+    return name, res
+
+
+def verdict(value, limit):
+    return "PASS" if value <= limit else "MISS (%.2fx the limit)" % (value / limit)
+
+
+def table(runs, base, qemu, out):
+    tcp = base.get("tcp_rtt_4k", {}).get("p50_us")
+    lines = ["# Fault-latency lab results", "",
+             "Floors measured in this run: " + ", ".join("%s p50 %.0f us / p99 %.0f us" % (k, v["p50_us"], v["p99_us"])
+                                                         for k, v in sorted(base.items())), "",
+             "| run | page | faults | p50 us | p99 us | max us | vCPU blocked ms | mean blocked/fault ms | downtime ms "
+             "| guest | p50 target | p99 target |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        rep = r.get("report")
+        if not rep:
+            lines.append("| %s | | | | | | | | | failed (src %s, dst %s) | | |" % (r["name"], r["src_rc"], r["dst_rc"]))
+            continue
+        lat = rep["latency_us"]
+        page = rep["page_size"]
+        targets = ("", "")
+        uffd = base.get("uffd_minor/" + rep["dst_backend"].replace("-", "_"), {}).get("p50_us")
+        if page == 4096 and tcp and uffd and rep["faults"]:
+            floor = tcp + uffd
+            targets = (verdict(lat["p50"], P50_TARGET * floor), verdict(lat["p99"], P99_TARGET * floor))
+        mean = rep["vcpu_blocked_ms"] / rep["faults"] if rep["faults"] else 0
+        lines.append("| %s | %d KiB | %d | %.0f | %.0f | %.0f | %.1f | %.3f | %.2f | %s | %s | %s |" % (
+            r["name"], page // 1024, rep["faults"], lat["p50"], lat["p99"], lat["max"], rep["vcpu_blocked_ms"], mean,
+            rep["downtime_ms"], "VERIFY OK" if r["verify_ok"] else "no VERIFY OK", targets[0], targets[1]))
+    lines += ["", "QEMU 7.2 postcopy on the same guest (memfd RAM, loopback, postcopy from the start):", "",
+              "| peer | status | blocktime ms (last reported) | downtime ms | guest touches >= 32 us | guest |",
+              "|---|---|---|---|---|---|"]
+    for name, q in qemu:
+        lines.append("| %s | %s | %s | %s | %s | %s |" % (name, q.get("status"), q.get("postcopy_blocktime_ms"),
+                     q.get("downtime_ms"), q.get("guest_slow_touches"), "VERIFY OK" if q.get("verify_ok") else "-"))
+    lines += ["", "A 4 KiB fault's latency runs from the destination reading the userfaultfd event to the end of its "
+              "UFFDIO_CONTINUE. QEMU counts no faults; its guest's slow touches are an upper bound on them."]
+    open(os.path.join(out, "results.md"), "w").write("\n".join(lines) + "\n")
+    return "\n".join(lines)
+
+
+def plots(runs, out):
+    cdf_series, hist_rows = [], []
+    for r in runs:
+        rep = r.get("report")
+        if not rep or not rep["fault_timeline_ms_us"]:
+            continue
+        lat = sorted(l for _, l in rep["fault_timeline_ms_us"])
+        path = os.path.join(out, r["name"] + ".cdf.dat")
+        with open(path, "w") as f:
+            for i, l in enumerate(lat):
+                f.write("%f %f\n" % (l, (i + 1) / len(lat)))
+        tl = os.path.join(out, r["name"] + ".timeline.dat")
+        with open(tl, "w") as f:
+            for t, l in rep["fault_timeline_ms_us"]:
+                f.write("%f %f\n" % (t, l))
+        cdf_series.append((r["name"], path, tl))
+        vmm_hist = {}
+        for l in lat:
+            b = 0 if l < 1 else 1 << int(math.log2(l))
+            vmm_hist[b] = vmm_hist.get(b, 0) + 1
+        hist_rows.append((r["name"], r["guest_hist_us"], vmm_hist))
+    if not cdf_series:
+        return
+    gp = ["set terminal pngcairo size 1000,600" if sh(["gnuplot", "-e", "set terminal pngcairo"]).returncode == 0
+          else "set terminal png size 1000,600"]
+    gp += ["set output '%s/cdf.png'" % out, "set logscale x", "set xlabel 'fault latency (us)'",
+           "set ylabel 'fraction of faults'", "set key bottom right", "set title 'Postcopy fault latency CDF'",
+           "plot " + ", ".join("'%s' using 1:2 with steps title '%s'" % (p, n) for n, p, _ in cdf_series)]
+    gp += ["set output '%s/timeline.png'" % out, "set logscale y", "unset logscale x",
+           "set xlabel 'time since first fault (ms)'", "set ylabel 'fault latency (us)'", "set key top right",
+           "set title 'Faults over time'",
+           "plot " + ", ".join("'%s' using 1:2 with points pt 7 ps 0.4 title '%s'" % (t, n) for n, _, t in cdf_series)]
+    hist_path = os.path.join(out, "histograms.dat")
+    buckets = sorted({b for _, g, v in hist_rows for b in list(g) + list(v)})
+    with open(hist_path, "w") as f:
+        f.write("bucket " + " ".join("guest:%s vmm:%s" % (n, n) for n, _, _ in hist_rows) + "\n")
+        for b in buckets:
+            f.write("%d " % b + " ".join("%d %d" % (g.get(b, 0), v.get(b, 0)) for _, g, v in hist_rows) + "\n")
+    cols = []
+    for i, (n, _, _) in enumerate(hist_rows):
+        cols.append("'%s' using %d:xtic(1) title 'guest %s'" % (hist_path, 2 + 2 * i, n))
+        cols.append("'' using %d title 'VMM %s'" % (3 + 2 * i, n))
+    gp += ["set output '%s/histograms.png'" % out, "unset logscale x", "set logscale y", "set style data histograms",
+           "set style fill solid 0.8", "set xlabel 'latency bucket lower bound (us, log2)'", "set ylabel 'count'",
+           "set title 'Guest-observed touches vs VMM-observed faults'", "set key top right", "plot " + ", ".join(cols)]
+    r = subprocess.run(["gnuplot"], input="\n".join(gp) + "\n", text=True, capture_output=True)
+    if r.returncode:
+        print("lab: gnuplot: " + r.stderr[-500:], file=sys.stderr)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=os.path.join(ROOT, "lab-results"))
+    ap.add_argument("--quick", action="store_true", help="a small matrix (CI-sized)")
+    ap.add_argument("--no-qemu", action="store_true")
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    if sh(["cmake", "--build", "build", "-j2"]).returncode:
+        sh(["cmake", "-S", ".", "-B", "build", "-DVMM_BENCHMARKS=ON"])
+        sh(["cmake", "--build", "build", "-j2"], check=True)
+    size, seconds = (16, 4) if args.quick else (64, 6)
+    dsts = ["shmem"] if args.quick else ["shmem", "hugetlb-2m", "hugetlb-1g"]
+    modes = ["postcopy"] if args.quick else ["postcopy", "hybrid"]
+    matrix = [{"src": "gmem", "dst": d, "mode": m, "size": size, "seconds": seconds} for d in dsts for m in modes]
+    reserved = []
+    for size_arg, n in (("1g", 1), ("2m", 160)):
+        if sh([HUGEPAGES, "reserve", size_arg, str(n)]).returncode == 0:
+            reserved.append((size_arg, n))
+    try:
+        runs = []
+        port = random.randint(20000, 40000)
+        for i, case in enumerate(matrix):
+            base = baselines(args.out)  # right before each migration, on the same host
+            run = migrate(case, args.out, port + i)
+            run["baselines"] = base
+            runs.append(run)
+            print("lab: %s -> %s" % (run["name"], "ok" if run.get("report") else "failed"), file=sys.stderr)
+        qemu = [] if args.no_qemu else [qemu_peer(args.out, p, size, seconds) for p in (False, True)]
+        print(table(runs, runs[-1]["baselines"] if runs else {}, qemu, args.out))
+        plots(runs, args.out)
+        print("\nlab: results in %s (results.md, cdf.png, timeline.png, histograms.png)" % args.out)
+    finally:
+        for size_arg, n in reserved:
+            sh([HUGEPAGES, "release", size_arg, str(n)])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
