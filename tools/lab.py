@@ -119,8 +119,9 @@ def table(runs, base, qemu, out):
             floor = tcp + uffd
             targets = (verdict(lat["p50"], P50_TARGET * floor), verdict(lat["p99"], P99_TARGET * floor))
         mean = rep["vcpu_blocked_ms"] / rep["faults"] if rep["faults"] else 0
-        lines.append("| %s | %d KiB | %d | %.0f | %.0f | %.0f | %.1f | %.3f | %.2f | %s | %s | %s |" % (
-            r["name"], page // 1024, rep["faults"], lat["p50"], lat["p99"], lat["max"], rep["vcpu_blocked_ms"], mean,
+        label = {4096: "4 KiB", 2 << 20: "2 MiB", 1 << 30: "1 GiB"}.get(page, "%d B" % page)
+        lines.append("| %s | %s | %d | %.0f | %.0f | %.0f | %.1f | %.3f | %.2f | %s | %s | %s |" % (
+            r["name"], label, rep["faults"], lat["p50"], lat["p99"], lat["max"], rep["vcpu_blocked_ms"], mean,
             rep["downtime_ms"], "VERIFY OK" if r["verify_ok"] else "no VERIFY OK", targets[0], targets[1]))
     lines += ["", "QEMU 7.2 postcopy on the same guest (memfd RAM, loopback, postcopy from the start):", "",
               "| peer | status | blocktime ms (last reported) | downtime ms | guest touches >= 32 us | guest |",
