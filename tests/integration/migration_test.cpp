@@ -257,3 +257,22 @@ TEST(TwoHosts, MigratesBetweenNamespacesAndCleansUp) {
 }
 
 }  // namespace
+
+namespace {
+
+// The lab's one command: floors, a migration, the table and the plots.
+TEST(Lab, QuickRunWritesTableAndPlots) {
+  if (!have_kvm()) GTEST_SKIP() << "no usable /dev/kvm on this host";
+  if (!test::have_program("gnuplot")) GTEST_SKIP() << "gnuplot is not installed (tools/install-deps.sh installs it)";
+  std::string out = ::testing::TempDir() + "lab";
+  auto r = run_command(fmt::format("python3 {}/lab.py --quick --no-qemu --out {}", TOOLS_DIR, out), 240);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::string md = slurp(out + "/results.md");
+  EXPECT_NE(md.find("| gmem-to-shmem-postcopy-16M | 4 KiB |"), std::string::npos) << md;
+  EXPECT_NE(md.find("VERIFY OK"), std::string::npos) << md;
+  EXPECT_NE(md.find("tcp_rtt_4k p50"), std::string::npos) << md;
+  for (const char* png : {"cdf.png", "timeline.png", "histograms.png"})
+    EXPECT_FALSE(slurp(out + "/" + png).empty()) << png << " was not drawn";
+}
+
+}  // namespace
