@@ -5,6 +5,8 @@
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
 
+#include <poll.h>
+
 #include <array>
 #include <charconv>
 
@@ -33,6 +35,12 @@ void Channel::send(FrameType type, uint32_t flags, std::span<const uint8_t> payl
 }
 
 FrameHeader Channel::receive_header(std::array<uint8_t, kHeaderSize>& raw) {
+  if (receive_timeout_.count() > 0) {
+    pollfd pfd{socket_.native_handle(), POLLIN, 0};
+    if (::poll(&pfd, 1, static_cast<int>(receive_timeout_.count())) == 0)
+      throw ConnectionError(fmt::format("{} sent nothing within the receive timeout ({} ms)", peer_,
+                                        receive_timeout_.count()));
+  }
   boost::system::error_code ec;
   asio::read(socket_, asio::buffer(raw), ec);
   if (ec == asio::error::eof) throw ConnectionError(fmt::format("{} closed the connection", peer_));
@@ -64,6 +72,10 @@ Frame Channel::receive() {
   verify_crc(header, f.payload, f.header.crc);
   return f;
 }
+
+// Asio's blocking reads retry past SO_RCVTIMEO (they poll on EAGAIN), so the
+// timeout is a poll() before each frame instead.
+void Channel::set_receive_timeout(std::chrono::milliseconds timeout) { receive_timeout_ = timeout; }
 
 void Channel::shutdown() {
   boost::system::error_code ec;

@@ -7,6 +7,7 @@
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
+#include <chrono>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -39,6 +40,9 @@ class Channel {
   FrameHeader receive_header(std::array<uint8_t, kHeaderSize>& raw);
   void read_exact(std::span<uint8_t> out);
   void read_scatter(const std::vector<boost::asio::mutable_buffer>& bufs, size_t total);
+  // A receive that waits longer than this fails (0: wait forever). Used for
+  // the handshake, so a peer that connects and says nothing cannot hang us.
+  void set_receive_timeout(std::chrono::milliseconds timeout);
   // Unblocks a receive() in another thread; later calls fail.
   void shutdown();
 
@@ -52,6 +56,7 @@ class Channel {
   std::mutex send_mutex_;
   uint64_t bytes_sent_ = 0;
   uint64_t bytes_received_ = 0;
+  std::chrono::milliseconds receive_timeout_{0};
 };
 
 // "host:port" -> (host, port); throws vmm::Error when malformed.

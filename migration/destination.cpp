@@ -2,6 +2,7 @@
 
 #include <boost/asio/ip/tcp.hpp>
 
+#include <poll.h>
 #include <sys/mman.h>
 
 #include <cerrno>
@@ -33,7 +34,13 @@ uint64_t count_bits(const std::vector<uint64_t>& b) {
   return n;
 }
 
-std::unique_ptr<Channel> accept_one(tcp::acceptor& acceptor) {
+std::unique_ptr<Channel> accept_one(tcp::acceptor& acceptor, std::chrono::milliseconds timeout, const char* what) {
+  if (timeout.count() > 0) {
+    pollfd pfd{acceptor.native_handle(), POLLIN, 0};
+    int rc = ::poll(&pfd, 1, static_cast<int>(timeout.count()));
+    if (rc == 0)
+      throw ConnectionError(fmt::format("no {} connection within {} s", what, timeout.count() / 1000));
+  }
   tcp::socket socket(acceptor.get_executor());
   boost::system::error_code ec;
   acceptor.accept(socket, ec);
@@ -285,16 +292,22 @@ int Destination::run() {
   acceptor.listen();
   spdlog::info("receive: listening on {} for a migration, RAM on {}", options_.listen,
                vmm::backend_name(options_.backend));
-  main_ = accept_one(acceptor);
+  main_ = accept_one(acceptor, std::chrono::milliseconds(0), "source");
+  main_->set_receive_timeout(options_.handshake_timeout);
   hello_ = receive_hello(*main_);
   t_hello_ = last_progress_ = Clock::now();
   HelloReply reply = accept_source(hello_);
   main_->send(FrameType::HelloReply, 0, encode(reply));
   if (!reply.accepted) throw vmm::Error("refused the migration: " + reply.reason);
-  urgent_ = accept_one(acceptor);
+  urgent_ = accept_one(acceptor, options_.handshake_timeout, "urgent");
+  urgent_->set_receive_timeout(options_.handshake_timeout);
   Hello urgent_hello = receive_hello(*urgent_);
   if (urgent_hello.role != Role::Urgent || urgent_hello.session != hello_.session)
     throw ProtocolError("the second connection is not this migration's urgent channel");
+  // Past the handshake, silence is normal (the urgent connection idles
+  // whenever the guest does not fault); a dead peer shows as a closed connection.
+  main_->set_receive_timeout(std::chrono::milliseconds(0));
+  urgent_->set_receive_timeout(std::chrono::milliseconds(0));
   spdlog::info("receive: {} from {} ({} on the source), mode {}", vmm::format_size(hello_.mem_size), main_->peer(),
                hello_.src_backend, mode_name(hello_.mode));
   receive_until_postcopy();

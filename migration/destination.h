@@ -27,6 +27,9 @@ struct DestinationOptions {
   vmm::Backend backend = vmm::Backend::Gmem;
   vmm::GmemBind gmem_bind = vmm::GmemBind::Fd;
   std::string report_path;
+  // How long the source may take to speak during the handshake (the first
+  // connection may come any time: `vmm receive` waits for a migration).
+  std::chrono::milliseconds handshake_timeout{30000};
   vmm::Serial::LineSink serial_sink;
 };
 

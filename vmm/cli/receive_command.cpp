@@ -18,6 +18,7 @@ struct ReceiveOptions {
   std::string gmem_bind = "fd";
   std::string report;
   std::string serial_log;
+  double handshake_timeout = 30;
 };
 
 void run(const ReceiveOptions& o) {
@@ -26,6 +27,7 @@ void run(const ReceiveOptions& o) {
   d.backend = *parse_backend(o.memory);
   d.gmem_bind = o.gmem_bind == "hva" ? GmemBind::Hva : GmemBind::Fd;
   d.report_path = o.report;
+  d.handshake_timeout = std::chrono::milliseconds(static_cast<int64_t>(o.handshake_timeout * 1000));
   d.serial_sink = make_serial_sink(o.serial_log).sink;
   migration::Destination dest(std::move(d));
   throw ExitCode{dest.run()};
@@ -51,6 +53,10 @@ void add_receive_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--report", opts->report, "Write the per-fault metrics report (JSON) here");
   cmd->add_option("--serial-log", opts->serial_log, "Write the guest's serial output here instead of stdout");
+  cmd->add_option("--handshake-timeout", opts->handshake_timeout,
+                  "Seconds a connected source may stay silent during the handshake")
+      ->check(CLI::Range(0.1, 3600.0))
+      ->capture_default_str();
   cmd->callback([opts] { run(*opts); });
 }
 
