@@ -177,36 +177,56 @@ bool chunk_is_zero(const uint8_t* p) {
   return acc == 0;
 }
 
-std::vector<uint8_t> encode_pages(uint64_t offset, uint32_t count, const uint8_t* mem,
-                                  const std::vector<uint64_t>* dest_nonzero, PagesStats& stats,
-                                  const std::vector<uint64_t>* allocated) {
-  size_t words = (count + 63) / 64;
-  std::vector<uint64_t> data_bits(words), zero_bits(words);
-  std::vector<uint32_t> data_chunks;
-  for (uint32_t i = 0; i < count; i++) {
+std::vector<uint8_t> encode_pages_bounded(uint64_t offset, uint32_t max_count, uint32_t align, const uint8_t* mem,
+                                          const std::vector<uint64_t>* dest_nonzero,
+                                          const std::vector<uint64_t>* allocated, PagesStats& stats,
+                                          uint32_t& count) {
+  enum : uint8_t { kSkip, kData, kZero };
+  std::vector<uint8_t> cls;
+  cls.reserve(max_count);
+  uint32_t ndata = 0, end = 0;
+  for (uint32_t i = 0; i < max_count; i++) {
     const uint8_t* c = mem + offset + uint64_t{i} * kChunk;
     uint64_t global = offset / kChunk + i;
     bool maybe_data = !allocated || ((*allocated)[global / 64] >> (global % 64) & 1);
-    if (maybe_data && !chunk_is_zero(c)) {
-      data_bits[i / 64] |= 1ULL << (i % 64);
-      data_chunks.push_back(i);
-    } else if (dest_nonzero && ((*dest_nonzero)[global / 64] >> (global % 64) & 1)) {
-      zero_bits[i / 64] |= 1ULL << (i % 64);
-      stats.zero_markers++;
-    } else {
-      stats.skipped++;
-    }
+    uint8_t k = kSkip;
+    if (maybe_data && !chunk_is_zero(c)) k = kData;
+    else if (dest_nonzero && ((*dest_nonzero)[global / 64] >> (global % 64) & 1)) k = kZero;
+    if (k == kData && ndata == kMaxDataChunksPerFrame) break;
+    cls.push_back(k);
+    ndata += k == kData;
+    if ((i + 1) % align == 0) end = i + 1;
   }
-  stats.data += static_cast<uint32_t>(data_chunks.size());
+  if (cls.size() == max_count || end == 0) end = static_cast<uint32_t>(cls.size());
+  count = end;
+  size_t words = (count + 63) / 64;
+  std::vector<uint64_t> data_bits(words), zero_bits(words);
+  uint32_t data_in_frame = 0;
+  for (uint32_t i = 0; i < count; i++) {
+    if (cls[i] == kData) data_bits[i / 64] |= 1ULL << (i % 64), data_in_frame++;
+    else if (cls[i] == kZero) zero_bits[i / 64] |= 1ULL << (i % 64), stats.zero_markers++;
+    else stats.skipped++;
+  }
+  stats.data += data_in_frame;
   ByteWriter w;
-  w.buffer().reserve(16 + words * 16 + data_chunks.size() * kChunk);
+  w.buffer().reserve(16 + words * 16 + data_in_frame * kChunk);
   w.u64(offset);
   w.u32(count);
   w.u32(0);
   for (uint64_t x : data_bits) w.u64(x);
   for (uint64_t x : zero_bits) w.u64(x);
-  for (uint32_t i : data_chunks) w.bytes({mem + offset + uint64_t{i} * kChunk, kChunk});
+  for (uint32_t i = 0; i < count; i++)
+    if (cls[i] == kData) w.bytes({mem + offset + uint64_t{i} * kChunk, kChunk});
   return std::move(w.buffer());
+}
+
+std::vector<uint8_t> encode_pages(uint64_t offset, uint32_t count, const uint8_t* mem,
+                                  const std::vector<uint64_t>* dest_nonzero, PagesStats& stats,
+                                  const std::vector<uint64_t>* allocated) {
+  uint32_t covered = 0;
+  auto payload = encode_pages_bounded(offset, count, 1, mem, dest_nonzero, allocated, stats, covered);
+  if (covered != count) throw ProtocolError(fmt::format("{} chunks hold more data than one frame carries", count));
+  return payload;
 }
 
 namespace {

@@ -26,7 +26,8 @@
 namespace migration {
 
 inline constexpr uint64_t kChunk = 4096;       // the unit of page data on the wire
-inline constexpr uint32_t kMaxChunksPerFrame = 1024;
+inline constexpr uint32_t kMaxChunksPerFrame = 65536;    // the range one Pages frame may cover (256 MiB)
+inline constexpr uint32_t kMaxDataChunksPerFrame = 1024;  // the data it may carry (4 MiB)
 inline constexpr uint32_t kMaxRequestPages = 4096;
 
 enum class Mode : uint8_t { Precopy = 1, Postcopy = 2, Hybrid = 3 };
@@ -110,6 +111,15 @@ struct PagesStats {
 std::vector<uint8_t> encode_pages(uint64_t offset, uint32_t count, const uint8_t* mem,
                                   const std::vector<uint64_t>* dest_nonzero, PagesStats& stats,
                                   const std::vector<uint64_t>* allocated = nullptr);
+// The same, but covering as much of [offset, offset + max_count chunks) as
+// fits in one frame: it stops before the data would exceed
+// kMaxDataChunksPerFrame, at a multiple of `align` chunks (a page boundary),
+// and sets `count` to the chunks it covers. Sparse memory thus travels in few
+// frames (a 1 GiB page holding 1 MiB of data: 4 frames, not 256).
+std::vector<uint8_t> encode_pages_bounded(uint64_t offset, uint32_t max_count, uint32_t align, const uint8_t* mem,
+                                          const std::vector<uint64_t>* dest_nonzero,
+                                          const std::vector<uint64_t>* allocated, PagesStats& stats,
+                                          uint32_t& count);
 // Parses and bounds-checks a Pages payload against the guest memory size.
 PagesView decode_pages(std::span<const uint8_t> p, uint64_t mem_size);
 // The part of a Pages payload before its data: {offset, count, reserved} and

@@ -77,12 +77,15 @@ uint64_t PageStates::receive_pages(Channel& ch, const std::array<uint8_t, kHeade
   uint32_t crc = crc32c(crc32c(0, crc_header(raw)), prefix);
   for (uint8_t* t : targets) crc = crc32c(crc, {t, kChunk});
   if (crc != h.crc) throw ProtocolError(fmt::format("Pages frame checksum mismatch at offset {:#x}", v.offset));
+  uint64_t received = 0, skipped = 0;  // counted locally: a 1 GiB page is 262,144 chunks
   for (uint32_t i = 0; i < v.count; i++) {
     if (!writable(i)) continue;
     if (v.is_zero(i)) std::memset(alias_ + v.offset + uint64_t{i} * kChunk, 0, kChunk);
-    else if (v.is_data(i)) received_++;
-    else skipped_++;
+    else if (v.is_data(i)) received++;
+    else skipped++;
   }
+  received_ += received;
+  skipped_ += skipped;
   if (!postcopy) return 0;
   return complete_pages(v, h.flags, whole, mine);
 }

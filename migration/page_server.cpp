@@ -9,6 +9,11 @@
 
 namespace migration {
 
+namespace {
+// Pages this small always fit in one frame, whatever their data.
+constexpr uint64_t kWholePageLimit = uint64_t{kMaxDataChunksPerFrame} * kChunk;
+}  // namespace
+
 PageServer::PageServer(const uint8_t* mem, uint64_t mem_size, uint64_t dest_page_size,
                        const std::vector<uint64_t>& missing, const std::vector<uint64_t>& dest_nonzero,
                        const std::vector<uint64_t>& allocated, Channel& main, Channel& urgent)
@@ -24,14 +29,17 @@ PageServer::PageServer(const uint8_t* mem, uint64_t mem_size, uint64_t dest_page
   for (uint64_t p = 0; p < npages_; p++) sent_[p] = (missing[p / 64] >> (p % 64) & 1) ? 0 : 1;
 }
 
-// Sends destination pages [first, first + count) as Pages frames of at most
-// kMaxChunksPerFrame chunks; the frame that ends a page carries kPagesLastOfPage.
+// Sends destination pages [first, first + count) in as few Pages frames as the
+// data allows. Pages up to a frame's data limit travel whole in one frame; a
+// larger page spans frames and the frame that ends it carries kPagesLastOfPage.
 void PageServer::send_pages(Channel& ch, uint64_t first, uint64_t count, uint32_t flags) {
   uint64_t begin = first * page_size_, end = (first + count) * page_size_;
+  auto align = static_cast<uint32_t>(page_size_ <= kWholePageLimit ? page_size_ / kChunk : 1);
   for (uint64_t off = begin; off < end;) {
-    auto n = static_cast<uint32_t>(std::min<uint64_t>(kMaxChunksPerFrame, (end - off) / kChunk));
+    auto max = static_cast<uint32_t>(std::min<uint64_t>(kMaxChunksPerFrame, (end - off) / kChunk));
     PagesStats st;
-    auto payload = encode_pages(off, n, mem_, &dest_nonzero_, st, &allocated_);
+    uint32_t n = 0;
+    auto payload = encode_pages_bounded(off, max, align, mem_, &dest_nonzero_, &allocated_, st, n);
     off += uint64_t{n} * kChunk;
     bool ends_page = off % page_size_ == 0;
     ch.send(FrameType::Pages, flags | (ends_page ? kPagesLastOfPage : 0), payload);
@@ -56,7 +64,7 @@ void PageServer::serve_requests() {
         // buffers behind megabytes of other pages: pages that fit in one frame
         // are sent again here (the destination keeps whichever copy lands
         // first). A larger page is one unit and is never sent twice.
-        if (!claim(pg) && page_size_ > kMaxChunksPerFrame * kChunk) continue;
+        if (!claim(pg) && page_size_ > kWholePageLimit) continue;
         send_pages(urgent_, pg, 1, kPagesUrgent);
         std::lock_guard lock(mutex_);
         stats_.pages_urgent++;
@@ -102,7 +110,7 @@ void PageServer::fail(const std::string& why) {
 void PageServer::push() {
   uint64_t remaining = 0;
   for (uint64_t p = 0; p < npages_; p++) remaining += sent_[p] == 0;
-  uint64_t per_frame = std::max<uint64_t>(1, kMaxChunksPerFrame * kChunk / page_size_);
+  uint64_t per_frame = std::max<uint64_t>(1, (16ULL << 20) / page_size_);  // claimed per step; sent as frames fit
   while (!done_ && remaining) {
     uint64_t start = cursor_.load(), p = start, scanned = 0;
     while (scanned < npages_ && sent_[p]) p = (p + 1) % npages_, scanned++;

@@ -84,10 +84,10 @@ uint64_t Source::send_chunks(const std::vector<uint64_t>& bits, const std::vecto
       c++;
       continue;
     }
-    uint32_t n = 0;
-    while (n < kMaxChunksPerFrame && c + n < chunks && test_bit(bits, c + n)) n++;
+    uint32_t run = 0, n = 0;
+    while (run < kMaxChunksPerFrame && c + run < chunks && test_bit(bits, c + run)) run++;
     PagesStats st;
-    auto payload = encode_pages(c * kChunk, n, mem, &dest_nonzero_, st, allocated);
+    auto payload = encode_pages_bounded(c * kChunk, run, 1, mem, &dest_nonzero_, allocated, st, n);
     main_->send(FrameType::Pages, 0, payload);
     // Track what the destination now holds: data chunks are non-zero there,
     // zero markers cleared theirs, skipped ones were zero already.
