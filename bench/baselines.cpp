@@ -1,6 +1,7 @@
 // The floors a postcopy fault is measured against, taken on this host in the
 // same run as the migration they are compared with:
 //   tcp_rtt_4k      8-byte request, 4 KiB response over loopback TCP (Asio, TCP_NODELAY)
+//   tcp_bulk        one-way bulk bandwidth over loopback TCP, 4 MiB writes (mib_per_s)
 //   uffd_minor/B    a first touch of a page of backend B registered with
 //                   userfaultfd MINOR, resolved by a handler thread with
 //                   UFFDIO_CONTINUE: the local fault round trip
@@ -71,6 +72,33 @@ void tcp_rtt_4k(benchmark::State& state) {
   report(state, us);
 }
 
+// Bulk TCP bandwidth over loopback: 4 MiB writes, the size of a full Pages frame.
+void tcp_bulk(benchmark::State& state) {
+  asio::io_context io;
+  tcp::acceptor acceptor(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  constexpr size_t kBlock = 4 << 20;
+  std::thread sink([&] {
+    tcp::socket s(io);
+    acceptor.accept(s);
+    std::vector<uint8_t> buf(kBlock);
+    boost::system::error_code ec;
+    while (!ec) s.read_some(asio::buffer(buf), ec);
+  });
+  tcp::socket c(io);
+  c.connect(acceptor.local_endpoint());
+  std::vector<uint8_t> block(kBlock, 0x5a);
+  auto t0 = Clock::now();
+  size_t sent = 0;
+  for (auto _ : state) {
+    asio::write(c, asio::buffer(block));
+    sent += kBlock;
+  }
+  double s = std::chrono::duration<double>(Clock::now() - t0).count();
+  c.close();
+  sink.join();
+  state.counters["mib_per_s"] = static_cast<double>(sent) / (1 << 20) / s;
+}
+
 void uffd_minor(benchmark::State& state, vmm::Backend backend, uint64_t pages) {
   uint64_t page = vmm::backend_page_size(backend);
   if (backend != vmm::Backend::Shmem && vmm::read_hugepage_pool(page).free < pages) {
@@ -122,6 +150,7 @@ void uffd_minor(benchmark::State& state, vmm::Backend backend, uint64_t pages) {
 }  // namespace
 
 BENCHMARK(tcp_rtt_4k)->UseManualTime()->Iterations(4000)->Unit(benchmark::kMicrosecond);
+BENCHMARK(tcp_bulk)->Iterations(128)->Unit(benchmark::kMillisecond);  // 512 MiB
 BENCHMARK_CAPTURE(uffd_minor, shmem, vmm::Backend::Shmem, 4096)
     ->UseManualTime()->Iterations(4000)->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(uffd_minor, hugetlb_2m, vmm::Backend::Hugetlb2M, 32)

@@ -196,6 +196,8 @@ void Destination::start_guest(const PostcopyBegin& begin) {
     uffd_->unregister(machine_->memory().primary(), hello_.mem_size);
     uffd_.reset();
   }
+  t_postcopy_ = Clock::now();
+  main_bytes_at_postcopy_ = main_->bytes_received();
   vcpu_ = std::make_unique<vmm::VcpuThread>(*machine_);
   if (missing) {
     premap_thread_ = std::thread([this, bits = begin.missing] {

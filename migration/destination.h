@@ -69,7 +69,8 @@ class Destination {
   std::string error_;
   uint32_t rounds_ = 0;
   double source_stop_ms_ = 0, restore_ms_ = 0;
-  Clock::time_point t_hello_, t_complete_, last_progress_;
+  Clock::time_point t_hello_, t_complete_, last_progress_, t_postcopy_;
+  uint64_t main_bytes_at_postcopy_ = 0;
 };
 
 }  // namespace migration

@@ -32,6 +32,11 @@ void Destination::write_report(const vmm::VcpuOutcome*) {
   j["downtime_breakdown_ms"] = {{"source_stop_to_begin", source_stop_ms_}, {"destination_restore", restore_ms_}};
   j["total_ms"] = total_ms;
   j["bytes_received"] = main_->bytes_received() + urgent_->bytes_received();
+  // Background push rate: main-connection bytes from switchover to completion.
+  double push_s = std::chrono::duration<double>(t_complete_ - t_postcopy_).count();
+  double push_mib = static_cast<double>(main_->bytes_received() - main_bytes_at_postcopy_) / (1 << 20);
+  j["push_mib"] = push_mib;
+  j["push_mib_per_s"] = push_s > 0 ? push_mib / push_s : 0.0;
   nlohmann::ordered_json timeline = nlohmann::ordered_json::array();
   for (const auto& [t_ms, lat_us] : s.timeline) timeline.push_back({t_ms, lat_us});
   j["fault_timeline_ms_us"] = timeline;

@@ -33,6 +33,7 @@ HUGEPAGES = os.path.join(ROOT, "tools/hugepages.sh")
 # Targets from the lab's brief, as ratios to floors measured in the same run.
 P50_TARGET = 1.15  # x (TCP 4 KiB RTT + local uffd RTT), 4 KiB pages
 P99_TARGET = 2.0
+PUSH_TARGET = 0.8  # background push >= 0.8 x bulk TCP bandwidth
 
 
 def sh(cmd, **kw):
@@ -47,6 +48,8 @@ def baselines(out):
     for b in json.load(open(path))["benchmarks"]:
         if "p50_us" in b:
             base[b["name"].split("/iterations")[0]] = {"p50_us": b["p50_us"], "p99_us": b["p99_us"]}
+        if "mib_per_s" in b:
+            base[b["name"].split("/iterations")[0]] = {"mib_per_s": b["mib_per_s"]}
     if r.returncode:
         print("lab: baselines exited %d: %s" % (r.returncode, r.stderr[-500:]), file=sys.stderr)
     return base
@@ -100,16 +103,20 @@ def verdict(value, limit):
 
 def table(runs, base, qemu, out):
     tcp = base.get("tcp_rtt_4k", {}).get("p50_us")
-    lines = ["# Fault-latency lab results", "",
-             "Floors measured in this run: " + ", ".join("%s p50 %.0f us / p99 %.0f us" % (k, v["p50_us"], v["p99_us"])
-                                                         for k, v in sorted(base.items())), "",
+    bulk = base.get("tcp_bulk", {}).get("mib_per_s")
+    floors = ["%s p50 %.0f us / p99 %.0f us" % (k, v["p50_us"], v["p99_us"]) for k, v in sorted(base.items())
+              if "p50_us" in v]
+    if bulk:
+        floors.append("tcp_bulk %.0f MiB/s" % bulk)
+    lines = ["# Fault-latency lab results", "", "Floors measured in this run: " + ", ".join(floors), "",
              "| run | page | faults | p50 us | p99 us | max us | vCPU blocked ms | mean blocked/fault ms | downtime ms "
-             "| guest | p50 target | p99 target |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| push MiB/s | guest | p50 target | p99 target | push target |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         rep = r.get("report")
         if not rep:
-            lines.append("| %s | | | | | | | | | failed (src %s, dst %s) | | |" % (r["name"], r["src_rc"], r["dst_rc"]))
+            lines.append("| %s | | | | | | | | | | failed (src %s, dst %s) | | | |" % (r["name"], r["src_rc"],
+                                                                                 r["dst_rc"]))
             continue
         lat = rep["latency_us"]
         page = rep["page_size"]
@@ -119,10 +126,16 @@ def table(runs, base, qemu, out):
             floor = tcp + uffd
             targets = (verdict(lat["p50"], P50_TARGET * floor), verdict(lat["p99"], P99_TARGET * floor))
         mean = rep["vcpu_blocked_ms"] / rep["faults"] if rep["faults"] else 0
+        push = rep.get("push_mib_per_s", 0)
+        # Only a push of real volume says anything about bandwidth.
+        push_verdict = ""
+        if bulk and rep.get("push_mib", 0) >= 32:
+            push_verdict = "PASS" if push >= PUSH_TARGET * bulk else "MISS (%.2fx of bulk)" % (push / bulk)
         label = {4096: "4 KiB", 2 << 20: "2 MiB", 1 << 30: "1 GiB"}.get(page, "%d B" % page)
-        lines.append("| %s | %s | %d | %.0f | %.0f | %.0f | %.1f | %.3f | %.2f | %s | %s | %s |" % (
+        lines.append("| %s | %s | %d | %.0f | %.0f | %.0f | %.1f | %.3f | %.2f | %.0f | %s | %s | %s | %s |" % (
             r["name"], label, rep["faults"], lat["p50"], lat["p99"], lat["max"], rep["vcpu_blocked_ms"], mean,
-            rep["downtime_ms"], "VERIFY OK" if r["verify_ok"] else "no VERIFY OK", targets[0], targets[1]))
+            rep["downtime_ms"], push, "VERIFY OK" if r["verify_ok"] else "no VERIFY OK", targets[0], targets[1],
+            push_verdict))
     lines += ["", "QEMU 7.2 postcopy on the same guest (memfd RAM, loopback, postcopy from the start):", "",
               "| peer | status | blocktime ms (last reported) | downtime ms | guest touches >= 32 us | guest |",
               "|---|---|---|---|---|---|"]
