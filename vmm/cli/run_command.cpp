@@ -1,4 +1,6 @@
 // vmm run: boot a guest and run it until it exits; exit with the guest's code.
+#include <unistd.h>
+
 #include <csignal>
 #include <cstdio>
 #include <memory>
@@ -38,7 +40,11 @@ struct RunOptions {
 constexpr uint64_t kDefaultMemSize = 256ULL << 20;
 
 std::atomic<bool> g_stop{false};
-void on_signal(int) { g_stop.store(true); }
+// The first SIGINT/SIGTERM stops the guest cleanly; a second one ends the
+// process at once, so a VMM stuck in cleanup can always be stopped.
+void on_signal(int) {
+  if (g_stop.exchange(true)) ::_exit(130);
+}
 
 MachineConfig make_config(const RunOptions& o) {
   MachineConfig c;
