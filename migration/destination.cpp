@@ -218,8 +218,16 @@ void Destination::progress() {
   double mib = static_cast<double>(main_->bytes_received() + urgent_->bytes_received()) / (1 << 20);
   spdlog::info("postcopy: {} pages left of {}, {:.0f} MiB received ({:.0f} MiB/s overall), {} faults so far",
                pages_->npages() - pages_->present(), pages_->npages(), mib, mib / ms_between(t_hello_, now) * 1000,
-               metrics_.summarize().faults);
+               metrics_.faults_resolved());
   last_progress_ = now;
+}
+
+// Tells the source, once, that every page is here (either receiving thread may
+// complete the last page). Returns whether the migration is complete.
+bool Destination::announce_if_complete() {
+  if (!pages_->complete()) return false;
+  if (!complete_.exchange(true)) main_->send(FrameType::Complete, 0, {});
+  return true;
 }
 
 void Destination::urgent_loop() {
@@ -231,7 +239,7 @@ void Destination::urgent_loop() {
       if (h.type != FrameType::Pages || !(h.flags & kPagesUrgent))
         throw ProtocolError(fmt::format("unexpected {} on the urgent connection", frame_type_name(h.type)));
       pages_->receive_pages(*urgent_, raw, h, true);
-      if (pages_->complete() && !complete_.exchange(true)) main_->send(FrameType::Complete, 0, {});
+      announce_if_complete();
     }
   } catch (const std::exception& e) {
     if (complete_) return;
@@ -243,10 +251,7 @@ void Destination::urgent_loop() {
 
 void Destination::receive_postcopy() {
   while (!complete_) {
-    if (pages_->complete()) {
-      if (!complete_.exchange(true)) main_->send(FrameType::Complete, 0, {});
-      break;
-    }
+    if (announce_if_complete()) break;
     try {
       std::array<uint8_t, kHeaderSize> raw;
       FrameHeader h = main_->receive_header(raw);
@@ -265,7 +270,7 @@ void Destination::receive_postcopy() {
       if (!error_.empty()) throw vmm::Error(error_);
       throw;
     }
-    if (pages_->complete() && !complete_.exchange(true)) main_->send(FrameType::Complete, 0, {});
+    announce_if_complete();
     progress();
   }
   t_complete_ = Clock::now();
@@ -315,7 +320,7 @@ int Destination::run() {
   receive_until_postcopy();
   receive_postcopy();
   finish_postcopy();
-  write_report(nullptr);
+  write_report();
   vmm::VcpuOutcome out = vcpu_->wait();
   if (out.reason != vmm::StopReason::GuestExit)
     throw vmm::Error(fmt::format("guest stopped: {}: {}", vmm::stop_reason_name(out.reason), out.detail));

@@ -48,7 +48,8 @@ class Destination {
   void receive_postcopy();
   void urgent_loop();
   void finish_postcopy();
-  void write_report(const vmm::VcpuOutcome* outcome);
+  void write_report();
+  bool announce_if_complete();
   void progress();
 
   DestinationOptions options_;

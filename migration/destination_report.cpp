@@ -11,7 +11,7 @@
 
 namespace migration {
 
-void Destination::write_report(const vmm::VcpuOutcome*) {
+void Destination::write_report() {
   FaultMetrics::Summary s = metrics_.summarize();
   double total_ms = std::chrono::duration<double, std::milli>(t_complete_ - t_hello_).count();
   double downtime_ms = source_stop_ms_ + restore_ms_;

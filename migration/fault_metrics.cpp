@@ -28,15 +28,23 @@ void FaultMetrics::request_sent(uint64_t page, Clock::time_point t) {
   requested_++;
 }
 
-void FaultMetrics::page_done(uint64_t page, Clock::time_point t_received, Clock::time_point t_done) {
+void FaultMetrics::pages_done(uint64_t first, uint64_t last, Clock::time_point t_received, Clock::time_point t_done) {
   std::lock_guard lock(mutex_);
-  auto it = pending_.find(page);
-  if (it == pending_.end()) return;
-  for (const Waiter& w : it->second.waiters) {
-    Clock::time_point sent = it->second.t_sent == Clock::time_point{} ? w.t_read : it->second.t_sent;
-    done_.push_back({w.t_read, sent, t_received, t_done, w.tid});
+  if (pending_.empty()) return;
+  for (uint64_t page = first; page < last; page++) {
+    auto it = pending_.find(page);
+    if (it == pending_.end()) continue;
+    for (const Waiter& w : it->second.waiters) {
+      Clock::time_point sent = it->second.t_sent == Clock::time_point{} ? w.t_read : it->second.t_sent;
+      done_.push_back({w.t_read, sent, t_received, t_done, w.tid});
+    }
+    pending_.erase(it);
   }
-  pending_.erase(it);
+}
+
+uint64_t FaultMetrics::faults_resolved() const {
+  std::lock_guard lock(mutex_);
+  return done_.size();
 }
 
 FaultMetrics::Summary FaultMetrics::summarize() const {

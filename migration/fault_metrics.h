@@ -21,8 +21,14 @@ class FaultMetrics {
  public:
   void fault_read(uint64_t page, Clock::time_point t, uint32_t tid);
   void request_sent(uint64_t page, Clock::time_point t);
-  // The page is mapped: every fault waiting on it is resolved.
-  void page_done(uint64_t page, Clock::time_point t_received, Clock::time_point t_done);
+  // Pages [first, last) are mapped: every fault waiting on them is resolved.
+  // One lock per run of pages: a push frame completes up to thousands.
+  void pages_done(uint64_t first, uint64_t last, Clock::time_point t_received, Clock::time_point t_done);
+  void page_done(uint64_t page, Clock::time_point t_received, Clock::time_point t_done) {
+    pages_done(page, page + 1, t_received, t_done);
+  }
+  // Faults resolved so far, without summarizing (for progress lines).
+  uint64_t faults_resolved() const;
 
   struct Summary {
     uint64_t faults = 0;  // userfaultfd events (a thread blocked on a missing page)

@@ -180,7 +180,7 @@ bool chunk_is_zero(const uint8_t* p) {
 std::vector<uint8_t> encode_pages_bounded(uint64_t offset, uint32_t max_count, uint32_t align, const uint8_t* mem,
                                           const std::vector<uint64_t>* dest_nonzero,
                                           const std::vector<uint64_t>* allocated, PagesStats& stats,
-                                          uint32_t& count) {
+                                          uint32_t& count, std::vector<uint64_t>* record_nonzero) {
   enum : uint8_t { kSkip, kData, kZero };
   std::vector<uint8_t> cls;
   cls.reserve(max_count);
@@ -206,6 +206,10 @@ std::vector<uint8_t> encode_pages_bounded(uint64_t offset, uint32_t max_count, u
     if (cls[i] == kData) data_bits[i / 64] |= 1ULL << (i % 64), data_in_frame++;
     else if (cls[i] == kZero) zero_bits[i / 64] |= 1ULL << (i % 64), stats.zero_markers++;
     else stats.skipped++;
+    if (!record_nonzero) continue;
+    uint64_t global = offset / kChunk + i, bit = 1ULL << (global % 64);
+    auto& word = (*record_nonzero)[global / 64];
+    word = cls[i] == kData ? word | bit : word & ~bit;  // zero markers cleared it; skipped ones were zero
   }
   stats.data += data_in_frame;
   ByteWriter w;

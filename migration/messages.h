@@ -116,10 +116,12 @@ std::vector<uint8_t> encode_pages(uint64_t offset, uint32_t count, const uint8_t
 // kMaxDataChunksPerFrame, at a multiple of `align` chunks (a page boundary),
 // and sets `count` to the chunks it covers. Sparse memory thus travels in few
 // frames (a 1 GiB page holding 1 MiB of data: 4 frames, not 256).
+// `record_nonzero`, when given (it may be `dest_nonzero` itself), is updated
+// to what the destination holds once it applied the frame.
 std::vector<uint8_t> encode_pages_bounded(uint64_t offset, uint32_t max_count, uint32_t align, const uint8_t* mem,
                                           const std::vector<uint64_t>* dest_nonzero,
                                           const std::vector<uint64_t>* allocated, PagesStats& stats,
-                                          uint32_t& count);
+                                          uint32_t& count, std::vector<uint64_t>* record_nonzero = nullptr);
 // Parses and bounds-checks a Pages payload against the guest memory size.
 PagesView decode_pages(std::span<const uint8_t> p, uint64_t mem_size);
 // The part of a Pages payload before its data: {offset, count, reserved} and

@@ -117,8 +117,7 @@ uint64_t PageStates::complete_pages(const PagesView& v, uint32_t flags, bool who
     present_ += q - p;
     completed += q - p;
     if (!(flags & kPagesUrgent)) pushed_ += q - p;
-    if (metrics_)  // a no-op for pages no fault waited on
-      for (uint64_t i = p; i < q; i++) metrics_->page_done(i, t_received, t_done);
+    if (metrics_) metrics_->pages_done(p, q, t_received, t_done);
     p = q;
   }
   return completed;

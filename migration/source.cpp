@@ -24,7 +24,6 @@ double ms_between(Clock::time_point a, Clock::time_point b) {
 
 bool test_bit(const std::vector<uint64_t>& b, uint64_t i) { return b[i / 64] >> (i % 64) & 1; }
 void set_bit(std::vector<uint64_t>& b, uint64_t i) { b[i / 64] |= 1ULL << (i % 64); }
-void clear_bit(std::vector<uint64_t>& b, uint64_t i) { b[i / 64] &= ~(1ULL << (i % 64)); }
 
 uint64_t popcount(const std::vector<uint64_t>& b) {
   uint64_t n = 0;
@@ -87,16 +86,10 @@ uint64_t Source::send_chunks(const std::vector<uint64_t>& bits, const std::vecto
     uint32_t run = 0, n = 0;
     while (run < kMaxChunksPerFrame && c + run < chunks && test_bit(bits, c + run)) run++;
     PagesStats st;
-    auto payload = encode_pages_bounded(c * kChunk, run, 1, mem, &dest_nonzero_, allocated, st, n);
+    auto payload =
+        encode_pages_bounded(c * kChunk, run, 1, mem, &dest_nonzero_, allocated, st, n, &dest_nonzero_);
     main_->send(FrameType::Pages, 0, payload);
-    // Track what the destination now holds: data chunks are non-zero there,
-    // zero markers cleared theirs, skipped ones were zero already.
-    for (uint32_t i = 0; i < n; i++) {
-      set_bit(sent_, c + i);
-      bool maybe = !allocated || test_bit(*allocated, c + i);
-      if (maybe && !chunk_is_zero(mem + (c + i) * kChunk)) set_bit(dest_nonzero_, c + i);
-      else clear_bit(dest_nonzero_, c + i);
-    }
+    for (uint32_t i = 0; i < n; i++) set_bit(sent_, c + i);
     sent += n;
     c += n;
   }

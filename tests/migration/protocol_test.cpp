@@ -133,6 +133,18 @@ TEST(Messages, PagesCarryDataZeroMarkersAndSkips) {
   EXPECT_EQ(v.data[kChunk], 2);
 }
 
+TEST(Messages, EncoderRecordsWhatTheDestinationHoldsAfterTheFrame) {
+  std::vector<uint8_t> mem(4 * kChunk, 0);
+  mem[2 * kChunk] = 7;                      // chunk 2 becomes data
+  std::vector<uint64_t> nonzero(1, 0b0011);  // chunks 0 and 1 were non-zero there
+  PagesStats st;
+  uint32_t n = 0;
+  encode_pages_bounded(0, 4, 1, mem.data(), &nonzero, nullptr, st, n, &nonzero);
+  EXPECT_EQ(n, 4u);
+  EXPECT_EQ(st.zero_markers, 2u);
+  EXPECT_EQ(nonzero[0], 0b0100u) << "zero markers clear, data sets, skipped stays clear";
+}
+
 TEST(Messages, PagesOutsideGuestMemoryAreRefused) {
   std::vector<uint8_t> mem(4 * kChunk, 1);
   PagesStats st;
