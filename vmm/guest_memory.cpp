@@ -161,8 +161,21 @@ std::vector<uint64_t> GuestMemory::allocated_chunks() const {
 }
 
 void GuestMemory::populate() const {
-  // guest_memfd accepts only FALLOC_FL_KEEP_SIZE (EOPNOTSUPP otherwise); the
-  // size is already set for every backend, so KEEP_SIZE suits them all.
+  if (backend_ == Backend::Gmem) {
+    // A guest_memfd folio that fallocate() created is not marked up to date:
+    // once userfaultfd maps it into the guest, the next touch through a
+    // mapping of ours zeroes it and the guest's writes are lost (measured on
+    // kernels carrying the guest_memfd userfaultfd patches). A write fault
+    // through the alias allocates, clears and marks each folio instead.
+    Mapping alias = map_alias();
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+    if (::madvise(alias.data(), size_, MADV_POPULATE_WRITE) == 0) return;
+    throw_errno(fmt::format("madvise(MADV_POPULATE_WRITE, {} guest_memfd)", format_size(size_)),
+                "the host may be short of memory");
+  }
+  // The size is already set for every backend, so KEEP_SIZE suits them all.
   if (::fallocate(fd(), FALLOC_FL_KEEP_SIZE, 0, static_cast<off_t>(size_)) == 0) return;
   throw_errno(fmt::format("fallocate({} {})", format_size(size_), backend_name(backend_)),
               "the host may be short of memory or hugepages");

@@ -48,8 +48,9 @@ class GuestMemory {
 
   // A second MAP_SHARED view of the same pages.
   Mapping map_alias() const;
-  // Allocates every page in the page cache (fallocate), so that later first
-  // touches are minor faults and a destination can register MINOR mode.
+  // Allocates every page in the page cache, so that later first touches are
+  // minor faults and a destination can register MINOR mode: fallocate(), or
+  // for guest_memfd a write fault per page through an alias (see the .cpp).
   void populate() const;
   // One bit per 4 KiB chunk that may hold data; a clear bit is a chunk the
   // backend never allocated, so it reads as zero and need not be read at all

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -52,6 +53,22 @@ TEST(GuestMemory, PopulateAllocatesEveryPage) {
   struct stat st {};
   ASSERT_EQ(::fstat(mem.fd(), &st), 0);
   EXPECT_EQ(static_cast<uint64_t>(st.st_blocks) * 512, mem.size());
+}
+
+TEST(GuestMemory, GmemPopulateFillsEveryPageWithZeros) {
+  if (!have_kvm()) GTEST_SKIP() << "no usable /dev/kvm: guest_memfd needs a VM";
+  vmm::KvmSystem kvm;
+  vmm::Vm vm(kvm);
+  if (vm.check_extension(KVM_CAP_GUEST_MEMFD_FLAGS) == 0)
+    GTEST_SKIP() << "kernel lacks KVM_CAP_GUEST_MEMFD_FLAGS (mmap-able guest_memfd)";
+  GuestMemory mem = GuestMemory::create(Backend::Gmem, 2 << 20, &vm);
+  mem.populate();
+  std::vector<uint64_t> bits = mem.allocated_chunks();
+  uint64_t allocated = 0;
+  for (uint64_t w : bits) allocated += static_cast<uint64_t>(__builtin_popcountll(w));
+  EXPECT_EQ(allocated, mem.size() / 4096) << "every guest_memfd page must be in the page cache";
+  auto span = mem.span();
+  EXPECT_TRUE(std::all_of(span.begin(), span.end(), [](uint8_t b) { return b == 0; }));
 }
 
 TEST(GuestMemory, ShmemIsSealedAgainstResizing) {
