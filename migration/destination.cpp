@@ -6,6 +6,7 @@
 #include <sys/mman.h>
 
 #include <cerrno>
+#include <cstring>
 #include <fstream>
 
 #include <fmt/format.h>
@@ -57,13 +58,14 @@ Hello receive_hello(Channel& ch) {
   return decode_hello(f.payload);
 }
 
-std::string minor_refusal(vmm::Backend b, int neg_errno) {
-  std::string what = fmt::format("UFFDIO_REGISTER(MODE_MINOR) on the {} guest RAM failed with {}",
-                                 vmm::backend_name(b), vmm::errno_name(-neg_errno));
+std::string uffd_refusal(vmm::Backend b, vmm::UffdMode mode, int neg_errno) {
+  std::string what = fmt::format("UFFDIO_REGISTER(MODE_{}) on the {} guest RAM failed with {}",
+                                 mode == vmm::UffdMode::Minor ? "MINOR" : "MISSING", vmm::backend_name(b),
+                                 vmm::errno_name(-neg_errno));
   if (b == vmm::Backend::Gmem)
     return what + ": this kernel cannot register guest_memfd with userfaultfd, so it cannot be a postcopy "
-                  "destination on guest_memfd. Use --mode precopy, or receive on --memory shmem, hugetlb-2m or "
-                  "hugetlb-1g";
+                  "destination on guest_memfd (`vmm caps` and `vmm conformance` show the missing piece). Use "
+                  "--mode precopy, or receive on --memory shmem, hugetlb-2m or hugetlb-1g";
   return what;
 }
 
@@ -97,20 +99,34 @@ HelloReply Destination::accept_source(const Hello& hello) {
     kvm_ = std::make_unique<vmm::KvmSystem>();
     machine_ = std::make_unique<vmm::Machine>(*kvm_, config, options_.serial_sink);
     alias_ = machine_->memory().map_alias();
-    pages_ = std::make_unique<PageStates>(machine_->memory().primary(), alias_.data(), hello.mem_size,
-                                          reply.dst_page_size);
+    bool staged = postcopy && options_.uffd_mode == vmm::UffdMode::Missing;
+    if (staged) {
+      // MISSING mode: data waits here until UFFDIO_COPY places it.
+      void* p = ::mmap(nullptr, hello.mem_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                       -1, 0);
+      if (p == MAP_FAILED) vmm::throw_errno("mmap(staging buffer)");
+      staging_ = vmm::Mapping(p, hello.mem_size);
+    }
+    pages_ = std::make_unique<PageStates>(machine_->memory().primary(), alias_.data(), staging_.data(),
+                                          hello.mem_size, reply.dst_page_size);
     if (postcopy) {
-      machine_->memory().populate();  // MINOR faults need a page in the page cache
-      uint64_t want = UFFD_FEATURE_MINOR_SHMEM | UFFD_FEATURE_MINOR_HUGETLBFS | UFFD_FEATURE_THREAD_ID;
+      vmm::UffdMode mode = options_.uffd_mode;
+      // MINOR faults need every page in the page cache; MISSING faults need it empty.
+      if (mode == vmm::UffdMode::Minor) machine_->memory().populate();
+      uint64_t want = UFFD_FEATURE_THREAD_ID | (mode == vmm::UffdMode::Minor
+                                                     ? UFFD_FEATURE_MINOR_SHMEM | UFFD_FEATURE_MINOR_HUGETLBFS
+                                                     : UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MISSING_HUGETLBFS);
       uffd_ = std::make_unique<vmm::Userfaultfd>(want & vmm::Userfaultfd::supported_features());
       uint64_t ioctls = 0;
-      int rc = uffd_->try_register(machine_->memory().primary(), hello.mem_size, UFFDIO_REGISTER_MODE_MINOR, &ioctls);
+      int rc = uffd_->try_register(machine_->memory().primary(), hello.mem_size, vmm::uffd_register_mode(mode),
+                                   &ioctls);
       if (rc < 0) {
-        reply.reason = minor_refusal(options_.backend, rc);
+        reply.reason = uffd_refusal(options_.backend, mode, rc);
         return reply;
       }
-      if (!(ioctls & (1ULL << _UFFDIO_CONTINUE))) {
-        reply.reason = "the registered range does not offer UFFDIO_CONTINUE";
+      if (!(ioctls & vmm::uffd_resolve_ioctl_bit(mode))) {
+        reply.reason = fmt::format("the registered {} range does not offer {}", vmm::backend_name(options_.backend),
+                                   mode == vmm::UffdMode::Minor ? "UFFDIO_CONTINUE" : "UFFDIO_COPY");
         return reply;
       }
       // Proven possible; the real registration waits for switchover, because
@@ -170,14 +186,22 @@ void Destination::receive_until_postcopy() {
 // KVM may have written guest RAM through the primary view while state was
 // restored: drop those mappings (the page cache keeps the data), so every
 // first touch of a missing page faults to userfaultfd, then map what is present.
+// In MISSING mode a page KVM instantiated would not fault at all: evict it.
 void Destination::register_postcopy() {
   uint8_t* primary = machine_->memory().primary();
   uint64_t size = hello_.mem_size;
   if (::madvise(primary, size, MADV_DONTNEED) < 0) vmm::throw_errno("madvise(MADV_DONTNEED, guest RAM)");
-  int rc = uffd_->try_register(primary, size, UFFDIO_REGISTER_MODE_MINOR);
+  if (options_.uffd_mode == vmm::UffdMode::Missing) {
+    evicted_pages_ = pages_->evict_instantiated_pages(machine_->memory().fd());
+    if (evicted_pages_)
+      spdlog::info("receive: dropped {} page(s) KVM instantiated while restoring state; they fault as MISSING",
+                   evicted_pages_);
+  }
+  int rc = uffd_->try_register(primary, size, vmm::uffd_register_mode(options_.uffd_mode));
   if (rc < 0) {
     errno = -rc;
-    vmm::throw_errno("UFFDIO_REGISTER(MODE_MINOR)");
+    vmm::throw_errno(fmt::format("UFFDIO_REGISTER(MODE_{})",
+                                 options_.uffd_mode == vmm::UffdMode::Minor ? "MINOR" : "MISSING"));
   }
 }
 
@@ -195,6 +219,8 @@ void Destination::start_guest(const PostcopyBegin& begin) {
   } else if (uffd_) {
     uffd_->unregister(machine_->memory().primary(), hello_.mem_size);
     uffd_.reset();
+    // Every page came before switchover: staged data goes straight in.
+    if (staging_) std::memcpy(alias_.data(), staging_.data(), hello_.mem_size);
   }
   t_postcopy_ = Clock::now();
   main_bytes_at_postcopy_ = main_->bytes_received();
@@ -202,7 +228,7 @@ void Destination::start_guest(const PostcopyBegin& begin) {
   if (missing) {
     premap_thread_ = std::thread([this, bits = begin.missing] {
       try {
-        pages_->continue_present_ranges(bits, complete_);
+        pages_->install_present_ranges(bits, complete_);
       } catch (const std::exception& e) {
         spdlog::error("receive: mapping precopied pages: {}", e.what());
       }

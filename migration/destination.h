@@ -1,7 +1,8 @@
 // The migration destination (`vmm receive`): accepts one migration, builds
 // guest RAM on its own backend, takes precopy pages through the alias view,
 // restores state, and in postcopy resolves the guest's faults through
-// userfaultfd MINOR + UFFDIO_CONTINUE until every page is present. Then the
+// userfaultfd MINOR + UFFDIO_CONTINUE (or MISSING + UFFDIO_COPY, --uffd-mode)
+// until every page is present. Then the
 // guest keeps running here until it exits.
 #pragma once
 
@@ -26,6 +27,7 @@ struct DestinationOptions {
   std::string listen;  // HOST:PORT
   vmm::Backend backend = vmm::Backend::Gmem;
   vmm::GmemBind gmem_bind = vmm::GmemBind::Fd;
+  vmm::UffdMode uffd_mode = vmm::UffdMode::Minor;
   std::string report_path;
   // How long the source may take to speak during the handshake (the first
   // connection may come any time: `vmm receive` waits for a migration).
@@ -58,7 +60,8 @@ class Destination {
   Hello hello_;
   std::unique_ptr<vmm::KvmSystem> kvm_;
   std::unique_ptr<vmm::Machine> machine_;
-  vmm::Mapping alias_;
+  vmm::Mapping alias_, staging_;
+  uint64_t evicted_pages_ = 0;
   std::unique_ptr<PageStates> pages_;
   std::unique_ptr<vmm::Userfaultfd> uffd_;
   FaultMetrics metrics_;

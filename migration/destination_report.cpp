@@ -17,6 +17,7 @@ void Destination::write_report() {
   double downtime_ms = source_stop_ms_ + restore_ms_;
   nlohmann::ordered_json j;
   j["mode"] = mode_name(hello_.mode);
+  j["uffd_mode"] = uffd_ ? vmm::uffd_mode_name(options_.uffd_mode) : "none";
   j["src_backend"] = hello_.src_backend;
   j["dst_backend"] = std::string(vmm::backend_name(options_.backend));
   j["page_size"] = pages_->page_size();
@@ -26,6 +27,7 @@ void Destination::write_report() {
   j["pages_pushed"] = pages_->pages_pushed();
   j["zero_pages_skipped"] = pages_->chunks_skipped();
   j["chunks_received"] = pages_->chunks_received();
+  j["pages_evicted_before_register"] = evicted_pages_;
   j["local_resolutions"] = resolver_ ? resolver_->local_resolutions() : 0;
   j["precopy_rounds"] = rounds_;
   j["downtime_ms"] = downtime_ms;
@@ -42,14 +44,15 @@ void Destination::write_report() {
   j["fault_timeline_ms_us"] = timeline;
 
   fmt::print(stderr,
-             "\n=== postcopy summary: {} -> {} ({} pages), mode {} ===\n"
+             "\n=== postcopy summary: {} -> {} ({} pages), mode {}, userfaultfd {} ===\n"
              "  faults {:>8}   latency us  p50 {:.0f}  p90 {:.0f}  p99 {:.0f}  max {:.0f}  mean {:.0f}\n"
-             "  per fault (p50 us): read->request {:.0f}, request->data {:.0f}, data->mapped {:.0f}\n"
+             "  per fault (p50 us): read->request {:.0f}, request->data {:.0f}, data->mapped {:.0f} ({})\n"
              "  vCPU blocked {:.2f} ms; pages requested {}, pushed {}; zero 4 KiB chunks skipped {}\n"
              "  precopy rounds {}; downtime {:.2f} ms (source {:.2f} + destination {:.2f}); total {:.0f} ms\n\n",
              hello_.src_backend, vmm::backend_name(options_.backend), vmm::format_size(pages_->page_size()),
-             mode_name(hello_.mode), s.faults, s.p50_us, s.p90_us, s.p99_us, s.max_us, s.mean_us, s.request_us_p50,
-             s.network_us_p50, s.continue_us_p50, s.blocked_ms, s.pages_requested, pages_->pages_pushed(),
+             mode_name(hello_.mode), uffd_ ? vmm::uffd_mode_name(options_.uffd_mode) : "none", s.faults, s.p50_us, s.p90_us, s.p99_us, s.max_us, s.mean_us, s.request_us_p50,
+             s.network_us_p50, s.continue_us_p50,
+             options_.uffd_mode == vmm::UffdMode::Minor ? "UFFDIO_CONTINUE" : "UFFDIO_COPY", s.blocked_ms, s.pages_requested, pages_->pages_pushed(),
              pages_->chunks_skipped(), rounds_, downtime_ms, source_stop_ms_, restore_ms_, total_ms);
   if (options_.report_path.empty()) return;
   std::ofstream out(options_.report_path);

@@ -62,7 +62,7 @@ void FaultResolver::handle(const uffd_msg& msg, std::vector<uint64_t>& batch) {
   }
   if (pages_.state(page) != PageState::Present) return;  // requested already: its arrival wakes us all
   // Present but not yet mapped for this thread (a completion is racing us): map it here.
-  pages_.continue_pages(page, 1);
+  pages_.install_pages(page, 1);
   metrics_.page_done(page, t, Clock::now());
   local_++;
 }

@@ -1,6 +1,6 @@
 // Receiving a Pages frame straight into guest memory: the prefix (offset,
 // count, bitmaps) is read first, then one scatter read places every data chunk
-// at its address in the alias view (or, for a page another copy already
+// at its address in the alias view or the staging buffer (or, for a page another copy already
 // claimed, in a scratch buffer), then the CRC over all of it is checked before
 // any page is marked present or mapped.
 #include <array>
@@ -69,7 +69,7 @@ uint64_t PageStates::receive_pages(Channel& ch, const std::array<uint8_t, kHeade
   scratch.resize(dropped * kChunk);
   for (uint32_t i = 0; i < v.count; i++) {
     if (!v.is_data(i)) continue;
-    uint8_t* t = writable(i) ? alias_ + v.offset + uint64_t{i} * kChunk : scratch.data() + scratch_used++ * kChunk;
+    uint8_t* t = writable(i) ? write_base_ + v.offset + uint64_t{i} * kChunk : scratch.data() + scratch_used++ * kChunk;
     targets.push_back(t);
     bufs.emplace_back(t, kChunk);
   }
@@ -80,7 +80,7 @@ uint64_t PageStates::receive_pages(Channel& ch, const std::array<uint8_t, kHeade
   uint64_t received = 0, skipped = 0;  // counted locally: a 1 GiB page is 262,144 chunks
   for (uint32_t i = 0; i < v.count; i++) {
     if (!writable(i)) continue;
-    if (v.is_zero(i)) std::memset(alias_ + v.offset + uint64_t{i} * kChunk, 0, kChunk);
+    if (v.is_zero(i)) std::memset(write_base_ + v.offset + uint64_t{i} * kChunk, 0, kChunk);
     else if (v.is_data(i)) received++;
     else skipped++;
   }

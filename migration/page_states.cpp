@@ -1,6 +1,8 @@
 #include "page_states.h"
 
+#include <fcntl.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 
 #include <cerrno>
 #include <cstring>
@@ -12,9 +14,11 @@
 
 namespace migration {
 
-PageStates::PageStates(uint8_t* primary, uint8_t* alias, uint64_t mem_size, uint64_t page_size)
+PageStates::PageStates(uint8_t* primary, uint8_t* alias, uint8_t* staging, uint64_t mem_size, uint64_t page_size)
     : primary_(primary),
       alias_(alias),
+      staging_(staging),
+      write_base_(staging ? staging : alias),
       mem_size_(mem_size),
       page_size_(page_size),
       npages_(mem_size / page_size),
@@ -66,10 +70,57 @@ void PageStates::continue_pages(uint64_t first, uint64_t count) const {
   }
 }
 
+void PageStates::install_pages(uint64_t first, uint64_t count) const {
+  if (staging_) copy_pages(first, count);
+  else continue_pages(first, count);
+}
+
+void PageStates::copy_pages(uint64_t first, uint64_t count) const {
+  if (!uffd_) return;
+  uint64_t base = reinterpret_cast<uint64_t>(primary_);
+  uint64_t start = first * page_size_, end = start + count * page_size_;  // offsets into guest RAM
+  while (start < end) {
+    uffdio_copy c{};
+    c.dst = base + start;
+    c.src = reinterpret_cast<uint64_t>(staging_ + start);
+    c.len = end - start;
+    if (::ioctl(uffd_->fd(), UFFDIO_COPY, &c) == 0) return;
+    int err = errno;
+    uint64_t copied = c.copy > 0 ? static_cast<uint64_t>(c.copy) : 0;
+    if (err == EEXIST) {
+      // Mapped already by a racing install of the same page: skip past it.
+      start += copied + page_size_;
+      continue;
+    }
+    if (err == EAGAIN) {
+      start += copied;
+      continue;
+    }
+    errno = err;
+    vmm::throw_errno(fmt::format("UFFDIO_COPY(pages {}+{})", start / page_size_, (end - start) / page_size_));
+  }
+}
+
+uint64_t PageStates::evict_instantiated_pages(int backend_fd) const {
+  std::vector<unsigned char> resident((mem_size_ + 4095) / 4096);
+  if (::mincore(primary_, mem_size_, resident.data()) < 0) vmm::throw_errno("mincore(guest RAM)");
+  uint64_t chunks_per_page = page_size_ / 4096, evicted = 0;
+  for (uint64_t p = 0; p < npages_; p++) {
+    bool any = false;
+    for (uint64_t c = 0; c < chunks_per_page && !any; c++) any = resident[p * chunks_per_page + c] & 1;
+    if (!any) continue;
+    if (::fallocate(backend_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(p * page_size_),
+                    static_cast<off_t>(page_size_)) < 0)
+      vmm::throw_errno(fmt::format("fallocate(PUNCH_HOLE, page {})", p));
+    evicted++;
+  }
+  return evicted;
+}
+
 // Maps, in runs, the pages that were present when postcopy began, while the
 // guest already runs: each first touch would otherwise cost a local
 // userfaultfd round trip. Pages that arrive later are mapped on arrival.
-void PageStates::continue_present_ranges(const std::vector<uint64_t>& missing, const std::atomic<bool>& stop) const {
+void PageStates::install_present_ranges(const std::vector<uint64_t>& missing, const std::atomic<bool>& stop) const {
   auto present = [&](uint64_t p) { return !(missing[p / 64] >> (p % 64) & 1); };
   for (uint64_t p = 0; p < npages_ && !stop;) {
     if (!present(p)) {
@@ -78,7 +129,7 @@ void PageStates::continue_present_ranges(const std::vector<uint64_t>& missing, c
     }
     uint64_t n = 0;
     while (p + n < npages_ && n < 4096 && present(p + n)) n++;
-    continue_pages(p, n);
+    install_pages(p, n);
     p += n;
   }
 }
@@ -112,7 +163,7 @@ uint64_t PageStates::complete_pages(const PagesView& v, uint32_t flags, bool who
     uint64_t q = p + 1;
     while (q < last && (!whole || mine[q - first])) q++;
     for (uint64_t i = p; i < q; i++) state_[i].store(static_cast<uint8_t>(PageState::Present));
-    continue_pages(p, q - p);
+    install_pages(p, q - p);
     auto t_done = Clock::now();
     present_ += q - p;
     completed += q - p;

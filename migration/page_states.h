@@ -1,7 +1,8 @@
 // The destination's view of guest RAM during an incoming migration: page data
-// lands through the alias view; in postcopy each destination page moves
-// Missing -> (Requested) -> Present, and becomes visible to the guest with
-// UFFDIO_CONTINUE on the primary view only once all its bytes are there.
+// lands through the alias view (MINOR mode) or in a staging buffer (MISSING
+// mode); in postcopy each destination page moves Missing -> (Requested) ->
+// Present, and becomes visible to the guest only once all its bytes are there:
+// UFFDIO_CONTINUE on the primary view, or UFFDIO_COPY from the staging buffer.
 #pragma once
 
 #include <array>
@@ -24,7 +25,9 @@ enum class PageState : uint8_t { Missing = 0, Requested = 1, Filling = 2, Presen
 
 class PageStates {
  public:
-  PageStates(uint8_t* primary, uint8_t* alias, uint64_t mem_size, uint64_t page_size);
+  // `staging` null: data is written through `alias` (precopy, MINOR mode).
+  // Otherwise data lands in `staging` and UFFDIO_COPY installs it.
+  PageStates(uint8_t* primary, uint8_t* alias, uint8_t* staging, uint64_t mem_size, uint64_t page_size);
 
   uint64_t page_size() const { return page_size_; }
   uint64_t npages() const { return npages_; }
@@ -44,9 +47,14 @@ class PageStates {
 
   PageState state(uint64_t page) const { return static_cast<PageState>(state_[page].load()); }
   bool try_mark_requested(uint64_t page);
-  // UFFDIO_CONTINUE over [first, first + count) pages; EEXIST counts as done.
-  void continue_pages(uint64_t first, uint64_t count) const;
-  void continue_present_ranges(const std::vector<uint64_t>& missing, const std::atomic<bool>& stop) const;
+  // Maps [first, first + count) pages into the guest: UFFDIO_CONTINUE, or
+  // UFFDIO_COPY from staging. EEXIST (mapped already) counts as done.
+  void install_pages(uint64_t first, uint64_t count) const;
+  void install_present_ranges(const std::vector<uint64_t>& missing, const std::atomic<bool>& stop) const;
+  // MISSING mode, before registration: a page the kernel put in the page cache
+  // while state was restored (KVM writes kvmclock) would never fault; drop
+  // such pages so their first touch raises MISSING. Returns how many.
+  uint64_t evict_instantiated_pages(int backend_fd) const;
 
   uint64_t present() const { return present_.load(); }
   bool complete() const { return present_.load() == npages_; }
@@ -59,8 +67,13 @@ class PageStates {
   std::vector<bool> claim_for_frame(const PagesView& v, uint32_t flags, bool& whole);
   uint64_t complete_pages(const PagesView& v, uint32_t flags, bool whole, const std::vector<bool>& mine);
 
+  void continue_pages(uint64_t first, uint64_t count) const;
+  void copy_pages(uint64_t first, uint64_t count) const;
+
   uint8_t* primary_;
   uint8_t* alias_;
+  uint8_t* staging_;
+  uint8_t* write_base_;  // where received data goes: staging_ or alias_
   uint64_t mem_size_, page_size_, npages_;
   std::unique_ptr<std::atomic<uint8_t>[]> state_;
   std::atomic<uint64_t> present_{0}, pushed_{0}, skipped_{0}, received_{0};

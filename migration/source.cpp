@@ -69,7 +69,7 @@ void Source::connect() {
   hello.role = Role::Urgent;
   urgent_ = connect_channel(io_, options_.to);
   urgent_->send(FrameType::Hello, 0, encode(hello));
-  spdlog::info("migrate: {} to {} ({} {} pages, uffd MINOR {}), mode {}", vmm::format_size(mem.size()),
+  spdlog::info("migrate: {} to {} ({} {} pages, userfaultfd ready {}), mode {}", vmm::format_size(mem.size()),
                options_.to, peer_.dst_backend, vmm::format_size(peer_.dst_page_size),
                peer_.uffd_minor ? "yes" : "no", mode_name(options_.mode));
 }

@@ -41,6 +41,16 @@ UniqueFd open_uffd(std::string& via) {
 
 }  // namespace
 
+const char* uffd_mode_name(UffdMode mode) { return mode == UffdMode::Minor ? "minor" : "missing"; }
+
+uint64_t uffd_register_mode(UffdMode mode) {
+  return mode == UffdMode::Minor ? UFFDIO_REGISTER_MODE_MINOR : UFFDIO_REGISTER_MODE_MISSING;
+}
+
+uint64_t uffd_resolve_ioctl_bit(UffdMode mode) {
+  return mode == UffdMode::Minor ? 1ULL << _UFFDIO_CONTINUE : 1ULL << _UFFDIO_COPY;
+}
+
 Userfaultfd::Userfaultfd(uint64_t features) {
   fd_ = open_uffd(opened_via_);
   uffdio_api api{};

@@ -13,6 +13,16 @@
 
 namespace vmm {
 
+// How a postcopy destination resolves a fault. Minor: every page sits in the
+// page cache beforehand; the data is written through a second mapping and
+// UFFDIO_CONTINUE maps it. Missing: the page cache starts empty; the first
+// touch raises a MISSING fault and UFFDIO_COPY places and maps the data.
+enum class UffdMode { Minor, Missing };
+const char* uffd_mode_name(UffdMode mode);
+// The UFFDIO_REGISTER_MODE_* bit and the ioctl the mode resolves with.
+uint64_t uffd_register_mode(UffdMode mode);
+uint64_t uffd_resolve_ioctl_bit(UffdMode mode);
+
 class Userfaultfd {
  public:
   // Opens a userfaultfd and asks for `features`; throws vmm::Error naming the

@@ -16,6 +16,7 @@ struct ReceiveOptions {
   std::string listen;
   std::string memory = "gmem";
   std::string gmem_bind = "fd";
+  std::string uffd_mode = "minor";
   std::string report;
   std::string serial_log;
   double handshake_timeout = 30;
@@ -26,6 +27,7 @@ void run(const ReceiveOptions& o) {
   d.listen = o.listen;
   d.backend = *parse_backend(o.memory);
   d.gmem_bind = o.gmem_bind == "hva" ? GmemBind::Hva : GmemBind::Fd;
+  d.uffd_mode = o.uffd_mode == "missing" ? UffdMode::Missing : UffdMode::Minor;
   d.report_path = o.report;
   d.handshake_timeout = std::chrono::milliseconds(static_cast<int64_t>(o.handshake_timeout * 1000));
   d.serial_sink = make_serial_sink(o.serial_log).sink;
@@ -40,8 +42,10 @@ void add_receive_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("receive", "Receive one migrating guest and run it here until it exits");
   cmd->footer(
       "The memory backend is this host's choice, independent of the source's. A postcopy or hybrid migration\n"
-      "needs userfaultfd MINOR registration on it (see `vmm caps`); a destination that cannot host the request\n"
-      "refuses it during the handshake and the source keeps running its guest.\n"
+      "needs userfaultfd registration on it in the --uffd-mode chosen (see `vmm caps`); a destination that cannot\n"
+      "host the request refuses it during the handshake and the source keeps running its guest.\n"
+      "--uffd-mode minor pre-populates guest RAM, writes each page through a second mapping and maps it with\n"
+      "UFFDIO_CONTINUE; --uffd-mode missing leaves the page cache empty and places each page with UFFDIO_COPY.\n"
       "Example: vmm receive --listen 127.0.0.1:4444 --memory hugetlb-1g --report report.json");
   cmd->add_option("--listen", opts->listen, "HOST:PORT to accept the source's two connections on")->required();
   cmd->add_option("--memory", opts->memory, "Guest RAM backend on this host")
@@ -50,6 +54,10 @@ void add_receive_command(CLI::App& app) {
   cmd->add_option("--gmem-bind", opts->gmem_bind,
                   "guest_memfd memslot binding for precopy (postcopy always binds by hva so faults reach userfaultfd)")
       ->check(CLI::IsMember({"fd", "hva"}))
+      ->capture_default_str();
+  cmd->add_option("--uffd-mode", opts->uffd_mode,
+                  "How postcopy faults are resolved: minor (UFFDIO_CONTINUE) or missing (UFFDIO_COPY)")
+      ->check(CLI::IsMember({"minor", "missing"}))
       ->capture_default_str();
   cmd->add_option("--report", opts->report, "Write the per-fault metrics report (JSON) here");
   cmd->add_option("--serial-log", opts->serial_log, "Write the guest's serial output here instead of stdout");
