@@ -17,6 +17,7 @@ struct ExitCode {
 
 void add_run_command(CLI::App& app);
 void add_caps_command(CLI::App& app);
+void add_conformance_command(CLI::App& app);
 void add_receive_command(CLI::App& app);
 void add_migrate_command(CLI::App& app);
 

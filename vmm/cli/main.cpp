@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
   vmm::cli::add_receive_command(app);
   vmm::cli::add_migrate_command(app);
   vmm::cli::add_caps_command(app);
+  vmm::cli::add_conformance_command(app);
 
   try {
     app.parse(argc, argv);

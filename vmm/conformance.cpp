@@ -1,0 +1,453 @@
+#include "conformance.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <optional>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "error.h"
+#include "guest_memory.h"
+#include "kvm.h"
+#include "kvm_uapi.h"
+#include "userfaultfd.h"
+
+namespace vmm {
+
+namespace {
+
+using json = nlohmann::ordered_json;
+using Clock = std::chrono::steady_clock;
+
+constexpr uint64_t kGmemGpa = 0x10000;  // real-mode segment 0x1000
+constexpr uint64_t kPages = 4;
+constexpr uint64_t kPage = 4096;
+constexpr uint16_t kReportPort = 0x10;
+constexpr uint32_t kPattern = 0xc0ffee01;  // what the VMM puts in a page
+constexpr uint32_t kMarker = 0x12345678;   // what the vCPU writes back
+
+// Real mode at GPA 0: DS = 0x1000 (the guest_memfd slot), read the dword at
+// [BX] and report it on port 0x10, write kMarker there, HLT.
+constexpr uint8_t kProgram[] = {
+    0xb8, 0x00, 0x10,                          // mov ax, 0x1000
+    0x8e, 0xd8,                                // mov ds, ax
+    0x66, 0x8b, 0x07,                          // mov eax, [bx]
+    0x66, 0xe7, 0x10,                          // out 0x10, eax
+    0x66, 0xc7, 0x07, 0x78, 0x56, 0x34, 0x12,  // mov dword [bx], 0x12345678
+    0xf4,                                      // hlt
+};
+
+json check(const char* name, const char* expect) {
+  json j;
+  j["name"] = name;
+  j["expect"] = expect;
+  j["result"] = "error";
+  j["detail"] = "";
+  return j;
+}
+
+void verdict(json& j, const char* result, std::string detail) {
+  j["result"] = result;
+  j["detail"] = std::move(detail);
+}
+
+// One VM: a code page at GPA 0 and kPages of guest_memfd in an hva memslot,
+// the memslot a postcopy destination on guest_memfd uses.
+class Rig {
+ public:
+  Rig(const KvmSystem& kvm, const ConformanceOptions& o)
+      : vm_(kvm),
+        mem_(GuestMemory::create(o.shmem_control ? Backend::Shmem : Backend::Gmem, kPages * kPage, &vm_)),
+        alias_(mem_.map_alias()) {
+    void* code = ::mmap(nullptr, kPage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (code == MAP_FAILED) throw_errno("mmap(code page)");
+    code_ = Mapping(code, kPage);
+    std::memcpy(code_.data(), kProgram, sizeof kProgram);
+    vm_.set_memory_region(0, 0, 0, kPage, reinterpret_cast<uint64_t>(code_.data()));
+    vm_.set_memory_region(1, 0, kGmemGpa, kPages * kPage, reinterpret_cast<uint64_t>(mem_.primary()));
+  }
+  Rig(const Rig&) = delete;
+  Rig& operator=(const Rig&) = delete;
+  ~Rig() { abort(); }
+
+  uint8_t* alias(uint64_t page) const { return alias_.data() + page * kPage; }
+  uint64_t primary(uint64_t page) const { return reinterpret_cast<uint64_t>(mem_.primary()) + page * kPage; }
+  int gmem_fd() const { return mem_.fd(); }
+  int uffd() const { return uffd_->fd(); }
+
+  // 0 or -errno; *ioctls gets the ioctls the registered range offers.
+  int register_uffd(uint64_t mode, uint64_t* ioctls = nullptr) {
+    uint64_t want = UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MINOR_SHMEM;
+    uffd_ = std::make_unique<Userfaultfd>(want & Userfaultfd::supported_features());
+    return uffd_->try_register(mem_.primary(), kPages * kPage, mode, ioctls);
+  }
+
+  void start(uint64_t page) {
+    vcpu_ = std::make_unique<Vcpu>(vm_, 0);
+    kvm_sregs s = vcpu_->get_sregs();
+    s.cs.base = 0;
+    s.cs.selector = 0;
+    vcpu_->set_sregs(s);
+    kvm_regs r{};
+    r.rip = 0;
+    r.rflags = 2;
+    r.rbx = page * kPage;
+    vcpu_->set_regs(r);
+    install_kick_handler();
+    thread_ = std::thread([this] { run_vcpu(); });
+  }
+
+  // The next fault event, or nothing if the vCPU finished or `timeout` passed.
+  std::optional<uffd_msg> wait_event(std::chrono::milliseconds timeout) {
+    auto deadline = Clock::now() + timeout;
+    while (Clock::now() < deadline && !done_) {
+      pollfd pfd{uffd_->fd(), POLLIN, 0};
+      if (::poll(&pfd, 1, 20) <= 0) continue;
+      uffd_msg msg{};
+      ssize_t n = ::read(uffd_->fd(), &msg, sizeof msg);
+      if (n == sizeof msg && msg.event == UFFD_EVENT_PAGEFAULT) return msg;
+    }
+    return std::nullopt;
+  }
+
+  bool wait_vcpu(std::chrono::milliseconds timeout) {
+    auto deadline = Clock::now() + timeout;
+    while (!done_ && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    if (!done_) return false;
+    thread_.join();
+    return true;
+  }
+
+  bool halted() const { return halted_; }
+  bool reported() const { return reported_; }
+  uint32_t read_value() const { return read_value_; }
+  const std::string& vcpu_error() const { return error_; }
+
+  // Releases a vCPU stuck in a fault (closing the userfaultfd wakes it) and
+  // interrupts KVM_RUN until the thread ends.
+  void abort() {
+    if (!thread_.joinable()) return;
+    uffd_.reset();
+    stop_ = true;
+    while (!done_) {
+      vcpu_->request_immediate_exit();
+      pthread_kill(thread_.native_handle(), SIGUSR1);
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    thread_.join();
+  }
+
+ private:
+  static void install_kick_handler() {
+    struct sigaction sa {};
+    sa.sa_handler = [](int) {};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGUSR1, &sa, nullptr);
+  }
+
+  void run_vcpu() {
+    try {
+      while (!stop_) {
+        if (!vcpu_->run()) continue;  // interrupted
+        kvm_run* r = vcpu_->run_state();
+        if (r->exit_reason == KVM_EXIT_IO && r->io.port == kReportPort && r->io.direction == KVM_EXIT_IO_OUT) {
+          std::memcpy(&read_value_, reinterpret_cast<uint8_t*>(r) + r->io.data_offset, sizeof read_value_);
+          reported_ = true;
+          continue;
+        }
+        if (r->exit_reason == KVM_EXIT_HLT) {
+          halted_ = true;
+          break;
+        }
+        error_ = fmt::format("unexpected KVM exit reason {}", r->exit_reason);
+        break;
+      }
+    } catch (const std::exception& e) {
+      error_ = e.what();
+    }
+    done_ = true;
+  }
+
+  Vm vm_;
+  GuestMemory mem_;
+  Mapping alias_, code_;
+  std::unique_ptr<Userfaultfd> uffd_;
+  std::unique_ptr<Vcpu> vcpu_;
+  std::thread thread_;
+  std::atomic<bool> done_{false}, stop_{false};
+  bool halted_ = false, reported_ = false;
+  uint32_t read_value_ = 0;
+  std::string error_;
+};
+
+std::string hex(uint32_t v) { return fmt::format("{:#010x}", v); }
+
+uint32_t read_alias(const Rig& rig, uint64_t page) {
+  uint32_t v;
+  std::memcpy(&v, rig.alias(page), sizeof v);
+  return v;
+}
+
+std::string describe(const uffd_msg& m, const Rig& rig, uint64_t page) {
+  bool minor = m.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_MINOR;
+  std::string at = m.arg.pagefault.address / kPage * kPage == rig.primary(page)
+                       ? "on the page"
+                       : fmt::format("at {:#x}, not on the page", m.arg.pagefault.address);
+  return fmt::format("{} fault {}", minor ? "MINOR" : "MISSING", at);
+}
+
+bool is_event(const uffd_msg& m, const Rig& rig, uint64_t page, bool minor) {
+  return (m.arg.pagefault.address / kPage * kPage == rig.primary(page)) &&
+         (((m.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_MINOR) != 0) == minor);
+}
+
+int uffd_continue(const Rig& rig, uint64_t page) {
+  uffdio_continue c{};
+  c.range = {rig.primary(page), kPage};
+  return ::ioctl(rig.uffd(), UFFDIO_CONTINUE, &c) < 0 ? -errno : 0;
+}
+
+// After the fault was resolved: the vCPU must finish, report `want_read`, and
+// its write must be visible through the alias. Empty string: all held.
+std::string finish(Rig& rig, uint64_t page, uint32_t want_read, const ConformanceOptions& o) {
+  if (!rig.wait_vcpu(o.step_timeout)) return fmt::format("the vCPU did not finish within {} ms", o.step_timeout.count());
+  if (!rig.vcpu_error().empty()) return "vCPU: " + rig.vcpu_error();
+  if (!rig.reported()) return "the vCPU halted without reporting its read";
+  if (rig.read_value() != want_read)
+    return fmt::format("the vCPU read {}, expected {}", hex(rig.read_value()), hex(want_read));
+  uint32_t seen = read_alias(rig, page);
+  if (seen != kMarker)
+    return fmt::format("the vCPU's write of {} is lost: the alias mapping reads {} afterwards", hex(kMarker), hex(seen));
+  return {};
+}
+
+json check_written_page(const KvmSystem& kvm, const ConformanceOptions& o) {
+  json j = check("minor_fault_on_written_page",
+                 "a page written through a second mapping raises MINOR on the vCPU's first access; UFFDIO_CONTINUE "
+                 "maps it with that content");
+  Rig rig(kvm, o);
+  const uint64_t page = 0;
+  std::memcpy(rig.alias(page), &kPattern, sizeof kPattern);
+  if (int rc = rig.register_uffd(UFFDIO_REGISTER_MODE_MINOR); rc < 0) {
+    verdict(j, "unsupported", fmt::format("UFFDIO_REGISTER(MODE_MINOR) on a guest_memfd mapping: {}", errno_name(-rc)));
+    return j;
+  }
+  rig.start(page);
+  auto ev = rig.wait_event(o.step_timeout);
+  if (!ev) {
+    verdict(j, "wrong", rig.halted() ? "no userfaultfd event: the vCPU read the page without one"
+                                     : fmt::format("no event and no vCPU progress within {} ms", o.step_timeout.count()));
+    return j;
+  }
+  if (!is_event(*ev, rig, page, true)) {
+    verdict(j, "wrong", "expected a MINOR fault on the page, got a " + describe(*ev, rig, page));
+    return j;
+  }
+  if (int rc = uffd_continue(rig, page); rc < 0) {
+    verdict(j, "wrong", fmt::format("UFFDIO_CONTINUE failed: {}", errno_name(-rc)));
+    return j;
+  }
+  std::string bad = finish(rig, page, kPattern, o);
+  verdict(j, bad.empty() ? "ok" : "wrong", bad.empty() ? "MINOR event, CONTINUE, the vCPU read the data" : bad);
+  return j;
+}
+
+json check_fallocated_page(const KvmSystem& kvm, const ConformanceOptions& o) {
+  json j = check("fallocate_only_page_keeps_guest_writes",
+                 "a page only fallocate()d raises MINOR; after UFFDIO_CONTINUE the vCPU's write survives the next "
+                 "access through a second mapping");
+  Rig rig(kvm, o);
+  const uint64_t page = 1;
+  if (::fallocate(rig.gmem_fd(), FALLOC_FL_KEEP_SIZE, static_cast<off_t>(page * kPage), kPage) < 0) {
+    verdict(j, "error", fmt::format("fallocate(guest_memfd, KEEP_SIZE): {}", errno_name(errno)));
+    return j;
+  }
+  if (int rc = rig.register_uffd(UFFDIO_REGISTER_MODE_MINOR); rc < 0) {
+    verdict(j, "unsupported", fmt::format("UFFDIO_REGISTER(MODE_MINOR) on a guest_memfd mapping: {}", errno_name(-rc)));
+    return j;
+  }
+  rig.start(page);
+  auto ev = rig.wait_event(o.step_timeout);
+  if (!ev || !is_event(*ev, rig, page, true)) {
+    verdict(j, "wrong", ev ? "expected a MINOR fault, got a " + describe(*ev, rig, page)
+                           : std::string("no MINOR event for a page that is in the page cache"));
+    return j;
+  }
+  if (int rc = uffd_continue(rig, page); rc < 0) {
+    verdict(j, "wrong", fmt::format("UFFDIO_CONTINUE failed: {}", errno_name(-rc)));
+    return j;
+  }
+  std::string bad = finish(rig, page, 0, o);
+  if (bad.find("is lost") != std::string::npos)
+    bad += " (the fallocated folio was not marked up to date, so the first access through the second mapping "
+           "cleared it after the guest had written it; a destination must populate guest_memfd by writing through "
+           "a mapping, never by fallocate alone)";
+  verdict(j, bad.empty() ? "ok" : "wrong", bad.empty() ? "MINOR event, CONTINUE, the vCPU's write survived" : bad);
+  return j;
+}
+
+json check_unpopulated_minor(const KvmSystem& kvm, const ConformanceOptions& o) {
+  json j = check("minor_only_unpopulated_page_zero_fills",
+                 "with MINOR-only registration a page not in the page cache raises no event and reads as zero "
+                 "(so a MINOR destination populates every page first)");
+  Rig rig(kvm, o);
+  const uint64_t page = 2;
+  if (int rc = rig.register_uffd(UFFDIO_REGISTER_MODE_MINOR); rc < 0) {
+    verdict(j, "unsupported", fmt::format("UFFDIO_REGISTER(MODE_MINOR) on a guest_memfd mapping: {}", errno_name(-rc)));
+    return j;
+  }
+  rig.start(page);
+  if (auto ev = rig.wait_event(o.step_timeout)) {
+    verdict(j, "wrong", "a page not in the page cache raised a " + describe(*ev, rig, page));
+    return j;
+  }
+  std::string bad = finish(rig, page, 0, o);
+  verdict(j, bad.empty() ? "ok" : "wrong", bad.empty() ? "no event; the page read as zero and took the write" : bad);
+  return j;
+}
+
+json check_missing_copy(const KvmSystem& kvm, const ConformanceOptions& o) {
+  json j = check("missing_fault_and_copy",
+                 "with MISSING | MINOR registration an unpopulated page raises MISSING; UFFDIO_COPY places the data");
+  Rig rig(kvm, o);
+  const uint64_t page = 3;
+  uint64_t ioctls = 0;
+  if (int rc = rig.register_uffd(UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR, &ioctls); rc < 0) {
+    verdict(j, "unsupported",
+            fmt::format("UFFDIO_REGISTER(MODE_MISSING|MODE_MINOR) on a guest_memfd mapping: {}", errno_name(-rc)));
+    return j;
+  }
+  if (!(ioctls & (1ULL << _UFFDIO_COPY))) {
+    verdict(j, "unsupported", "the registered guest_memfd range does not offer UFFDIO_COPY");
+    return j;
+  }
+  rig.start(page);
+  auto ev = rig.wait_event(o.step_timeout);
+  if (!ev || !is_event(*ev, rig, page, false)) {
+    verdict(j, "wrong", ev ? "expected a MISSING fault, got a " + describe(*ev, rig, page)
+                           : std::string("no MISSING event for a page that is not in the page cache"));
+    return j;
+  }
+  alignas(4096) static uint8_t src[kPage];
+  std::memset(src, 0, sizeof src);
+  std::memcpy(src, &kPattern, sizeof kPattern);
+  uffdio_copy c{};
+  c.dst = rig.primary(page);
+  c.src = reinterpret_cast<uint64_t>(src);
+  c.len = kPage;
+  if (::ioctl(rig.uffd(), UFFDIO_COPY, &c) < 0) {
+    verdict(j, "wrong", fmt::format("UFFDIO_COPY failed: {}", errno_name(errno)));
+    return j;
+  }
+  std::string bad = finish(rig, page, kPattern, o);
+  verdict(j, bad.empty() ? "ok" : "wrong", bad.empty() ? "MISSING event, COPY, the vCPU read the data" : bad);
+  return j;
+}
+
+json check_registration(const KvmSystem& kvm, const ConformanceOptions& o) {
+  json j = check("register_guest_memfd",
+                 "UFFDIO_REGISTER accepts a guest_memfd mapping in MINOR mode (offering UFFDIO_CONTINUE) and in "
+                 "MISSING mode (offering UFFDIO_COPY)");
+  Rig rig(kvm, o);
+  uint64_t minor_ioctls = 0, missing_ioctls = 0;
+  int minor = rig.register_uffd(UFFDIO_REGISTER_MODE_MINOR, &minor_ioctls);
+  int missing = rig.register_uffd(UFFDIO_REGISTER_MODE_MISSING, &missing_ioctls);
+  std::string detail = fmt::format("MINOR: {}, MISSING: {}", minor < 0 ? errno_name(-minor) : "ok",
+                                   missing < 0 ? errno_name(-missing) : "ok");
+  if (minor < 0 || missing < 0) {
+    verdict(j, "unsupported",
+            detail + ": this kernel's guest_memfd does not implement userfaultfd operations (vm_uffd_ops)");
+    return j;
+  }
+  bool cont = minor_ioctls & (1ULL << _UFFDIO_CONTINUE), copy = missing_ioctls & (1ULL << _UFFDIO_COPY);
+  if (!cont || !copy) {
+    verdict(j, "wrong", fmt::format("{}; UFFDIO_CONTINUE offered: {}, UFFDIO_COPY offered: {}", detail,
+                                    cont ? "yes" : "no", copy ? "yes" : "no"));
+    return j;
+  }
+  verdict(j, "ok", detail);
+  return j;
+}
+
+}  // namespace
+
+json run_conformance(const ConformanceOptions& options) {
+  json report;
+  utsname u{};
+  ::uname(&u);
+  report["kernel"] = fmt::format("{} {}", u.release, u.version);
+  report["memory"] = options.shmem_control ? "shmem (control)" : "guest_memfd";
+  json checks = json::array();
+  KvmSystem kvm;
+  {
+    Vm vm(kvm);
+    int flags = vm.check_extension(KVM_CAP_GUEST_MEMFD_FLAGS);
+    uint64_t need = GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED;
+    if (!options.shmem_control && (static_cast<uint64_t>(flags) & need) != need) {
+      json j = check("mmap_guest_memfd", "KVM offers guest_memfd with GUEST_MEMFD_FLAG_MMAP | INIT_SHARED");
+      verdict(j, "unsupported", fmt::format("KVM_CAP_GUEST_MEMFD_FLAGS = {}: no mmap-able guest_memfd", flags));
+      checks.push_back(j);
+    }
+  }
+  if (checks.empty()) {
+    using Check = json (*)(const KvmSystem&, const ConformanceOptions&);
+    checks.push_back(check_registration(kvm, options));
+    for (Check c : {check_written_page, check_fallocated_page, check_unpopulated_minor, check_missing_copy}) {
+      try {
+        checks.push_back(c(kvm, options));
+      } catch (const std::exception& e) {
+        json j = check("?", "");
+        verdict(j, "error", e.what());
+        checks.push_back(j);
+      }
+    }
+  }
+  int ok = 0, unsupported = 0;
+  std::string wrong;
+  for (const auto& c : checks) {
+    std::string r = c["result"];
+    ok += r == "ok";
+    unsupported += r == "unsupported";
+    if (r != "ok" && r != "unsupported") wrong += (wrong.empty() ? "" : ", ") + c["name"].get<std::string>();
+  }
+  report["checks"] = checks;
+  report["passed"] = ok == static_cast<int>(checks.size());
+  if (ok == static_cast<int>(checks.size()) && options.shmem_control)
+    report["verdict"] = fmt::format("all {} checks ok on the shmem control", checks.size());
+  else if (ok == static_cast<int>(checks.size()))
+    report["verdict"] = fmt::format("all {} checks ok: this kernel can host a guest_memfd postcopy destination in "
+                                    "--uffd-mode minor and missing",
+                                    checks.size());
+  else if (unsupported)
+    report["verdict"] = fmt::format("this kernel lacks userfaultfd on guest_memfd: {}",
+                                    checks[0]["result"] == "unsupported" ? checks[0]["detail"].get<std::string>()
+                                                                         : std::string("see the checks"));
+  else
+    report["verdict"] = fmt::format("{} of {} checks ok; wrong: {}", ok, checks.size(), wrong);
+  return report;
+}
+
+std::string render_conformance(const json& report) {
+  std::string out = fmt::format("{} + userfaultfd conformance on {}\n", report["memory"].get<std::string>(),
+                                report["kernel"].get<std::string>());
+  for (const auto& c : report["checks"]) {
+    out += fmt::format("  {:<12} {}\n", c["result"].get<std::string>(), c["name"].get<std::string>());
+    out += fmt::format("               expect: {}\n", c["expect"].get<std::string>());
+    out += fmt::format("               saw:    {}\n", c["detail"].get<std::string>());
+  }
+  out += fmt::format("verdict: {}\n", report["verdict"].get<std::string>());
+  return out;
+}
+
+}  // namespace vmm
