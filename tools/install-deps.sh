@@ -10,6 +10,8 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   qemu-system-x86 gnuplot-nox
   iproute2 python3
+  # tools/kernel-lab: the lab VM's initramfs, and building a lab kernel
+  busybox-static cpio flex bison bc libelf-dev
 )
 
 missing=()
