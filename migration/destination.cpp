@@ -110,6 +110,11 @@ HelloReply Destination::accept_source(const Hello& hello) {
     pages_ = std::make_unique<PageStates>(machine_->memory().primary(), alias_.data(), staging_.data(),
                                           hello.mem_size, reply.dst_page_size);
     if (postcopy) {
+      // Switchover drops the primary view's PTEs; a kernel without madvise()
+      // must be found out now, while the source's guest still runs.
+      if (::madvise(machine_->memory().primary(), hello.mem_size, MADV_DONTNEED) < 0)
+        vmm::throw_errno("madvise(MADV_DONTNEED, guest RAM)",
+                         errno == ENOSYS ? "the kernel has no madvise() (CONFIG_ADVISE_SYSCALLS)" : "");
       vmm::UffdMode mode = options_.uffd_mode;
       // MINOR faults need every page in the page cache; MISSING faults need it empty.
       if (mode == vmm::UffdMode::Minor) machine_->memory().populate();

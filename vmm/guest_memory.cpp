@@ -172,8 +172,11 @@ void GuestMemory::populate() const {
 #define MADV_POPULATE_WRITE 23
 #endif
     if (::madvise(alias.data(), size_, MADV_POPULATE_WRITE) == 0) return;
+    const int err = errno;
     throw_errno(fmt::format("madvise(MADV_POPULATE_WRITE, {} guest_memfd)", format_size(size_)),
-                "the host may be short of memory");
+                err == ENOSYS   ? "the kernel has no madvise() (CONFIG_ADVISE_SYSCALLS)"
+                : err == EINVAL ? "the kernel predates MADV_POPULATE_WRITE (5.14)"
+                                  : "the host may be short of memory");
   }
   // The size is already set for every backend, so KEEP_SIZE suits them all.
   if (::fallocate(fd(), FALLOC_FL_KEEP_SIZE, 0, static_cast<off_t>(size_)) == 0) return;
