@@ -2,6 +2,7 @@
 
 #include <boost/asio/ip/tcp.hpp>
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/mman.h>
 
@@ -79,6 +80,10 @@ Destination::~Destination() {
   if (urgent_) urgent_->shutdown();
   if (urgent_thread_.joinable()) urgent_thread_.join();
   if (premap_thread_.joinable()) premap_thread_.join();
+  // A failed postcopy may leave the vCPU blocked in a userfault: closing the
+  // userfaultfd releases it, so the vCPU thread can be stopped and joined.
+  uffd_.reset();
+  vcpu_.reset();
 }
 
 HelloReply Destination::accept_source(const Hello& hello) {
@@ -94,6 +99,19 @@ HelloReply Destination::accept_source(const Hello& hello) {
   if (postcopy && options_.backend == vmm::Backend::Gmem && config.gmem_bind == vmm::GmemBind::Fd) {
     spdlog::info("receive: guest_memfd bound by hva for postcopy, so vCPU faults reach userfaultfd through the VMA");
     config.gmem_bind = vmm::GmemBind::Hva;
+  }
+  bool hugetlb = options_.backend == vmm::Backend::Hugetlb2M || options_.backend == vmm::Backend::Hugetlb1G;
+  if (postcopy && hugetlb && options_.uffd_mode == vmm::UffdMode::Missing) {
+    // Measured: with exactly as many free hugepages as guest RAM, UFFDIO_COPY
+    // fails with ENOMEM once the page KVM touched during restore has been
+    // punched out (its reservation goes with it).
+    try {
+      vmm::check_backend_size(options_.backend, hello.mem_size + reply.dst_page_size);
+    } catch (const vmm::Error& e) {
+      reply.reason = fmt::format("{} (--uffd-mode missing on hugetlb needs one hugepage more than guest RAM)",
+                                 e.what());
+      return reply;
+    }
   }
   try {
     kvm_ = std::make_unique<vmm::KvmSystem>();
@@ -191,16 +209,17 @@ void Destination::receive_until_postcopy() {
 // KVM may have written guest RAM through the primary view while state was
 // restored: drop those mappings (the page cache keeps the data), so every
 // first touch of a missing page faults to userfaultfd, then map what is present.
-// In MISSING mode a page KVM instantiated would not fault at all: evict it.
+// In MISSING mode a page KVM instantiated would not fault at all: drop it.
 void Destination::register_postcopy() {
   uint8_t* primary = machine_->memory().primary();
   uint64_t size = hello_.mem_size;
   if (::madvise(primary, size, MADV_DONTNEED) < 0) vmm::throw_errno("madvise(MADV_DONTNEED, guest RAM)");
   if (options_.uffd_mode == vmm::UffdMode::Missing) {
-    evicted_pages_ = pages_->evict_instantiated_pages(machine_->memory().fd());
-    if (evicted_pages_)
-      spdlog::info("receive: dropped {} page(s) KVM instantiated while restoring state; they fault as MISSING",
-                   evicted_pages_);
+    // Every byte that came so far sits in the staging buffer, so the page
+    // cache holds only what KVM instantiated (the kvmclock page): empty it.
+    if (::fallocate(machine_->memory().fd(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0,
+                    static_cast<off_t>(size)) < 0)
+      vmm::throw_errno("fallocate(PUNCH_HOLE, guest RAM)");
   }
   int rc = uffd_->try_register(primary, size, vmm::uffd_register_mode(options_.uffd_mode));
   if (rc < 0) {

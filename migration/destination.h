@@ -61,7 +61,6 @@ class Destination {
   std::unique_ptr<vmm::KvmSystem> kvm_;
   std::unique_ptr<vmm::Machine> machine_;
   vmm::Mapping alias_, staging_;
-  uint64_t evicted_pages_ = 0;
   std::unique_ptr<PageStates> pages_;
   std::unique_ptr<vmm::Userfaultfd> uffd_;
   FaultMetrics metrics_;

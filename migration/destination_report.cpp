@@ -27,7 +27,6 @@ void Destination::write_report() {
   j["pages_pushed"] = pages_->pages_pushed();
   j["zero_pages_skipped"] = pages_->chunks_skipped();
   j["chunks_received"] = pages_->chunks_received();
-  j["pages_evicted_before_register"] = evicted_pages_;
   j["local_resolutions"] = resolver_ ? resolver_->local_resolutions() : 0;
   j["precopy_rounds"] = rounds_;
   j["downtime_ms"] = downtime_ms;

@@ -1,8 +1,6 @@
 #include "page_states.h"
 
-#include <fcntl.h>
 #include <sys/ioctl.h>
-#include <sys/mman.h>
 
 #include <cerrno>
 #include <cstring>
@@ -99,22 +97,6 @@ void PageStates::copy_pages(uint64_t first, uint64_t count) const {
     errno = err;
     vmm::throw_errno(fmt::format("UFFDIO_COPY(pages {}+{})", start / page_size_, (end - start) / page_size_));
   }
-}
-
-uint64_t PageStates::evict_instantiated_pages(int backend_fd) const {
-  std::vector<unsigned char> resident((mem_size_ + 4095) / 4096);
-  if (::mincore(primary_, mem_size_, resident.data()) < 0) vmm::throw_errno("mincore(guest RAM)");
-  uint64_t chunks_per_page = page_size_ / 4096, evicted = 0;
-  for (uint64_t p = 0; p < npages_; p++) {
-    bool any = false;
-    for (uint64_t c = 0; c < chunks_per_page && !any; c++) any = resident[p * chunks_per_page + c] & 1;
-    if (!any) continue;
-    if (::fallocate(backend_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(p * page_size_),
-                    static_cast<off_t>(page_size_)) < 0)
-      vmm::throw_errno(fmt::format("fallocate(PUNCH_HOLE, page {})", p));
-    evicted++;
-  }
-  return evicted;
 }
 
 // Maps, in runs, the pages that were present when postcopy began, while the

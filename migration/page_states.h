@@ -51,10 +51,7 @@ class PageStates {
   // UFFDIO_COPY from staging. EEXIST (mapped already) counts as done.
   void install_pages(uint64_t first, uint64_t count) const;
   void install_present_ranges(const std::vector<uint64_t>& missing, const std::atomic<bool>& stop) const;
-  // MISSING mode, before registration: a page the kernel put in the page cache
-  // while state was restored (KVM writes kvmclock) would never fault; drop
-  // such pages so their first touch raises MISSING. Returns how many.
-  uint64_t evict_instantiated_pages(int backend_fd) const;
+
 
   uint64_t present() const { return present_.load(); }
   bool complete() const { return present_.load() == npages_; }
