@@ -33,6 +33,9 @@ void Destination::write_report() {
   j["downtime_breakdown_ms"] = {{"source_stop_to_begin", source_stop_ms_}, {"destination_restore", restore_ms_}};
   j["total_ms"] = total_ms;
   j["bytes_received"] = main_->bytes_received() + urgent_->bytes_received();
+  // What answering the faults cost on the wire: the urgent connection carries
+  // only requested pages (and requests' answers the push had in flight).
+  j["urgent_bytes_received"] = urgent_->bytes_received();
   // Background push rate: main-connection bytes from switchover to completion.
   double push_s = std::chrono::duration<double>(t_complete_ - t_postcopy_).count();
   double push_mib = static_cast<double>(main_->bytes_received() - main_bytes_at_postcopy_) / (1 << 20);
