@@ -45,6 +45,12 @@ adjust() {
   fi
   echo "$want" > "$d/nr_hugepages"
   after=$(cat "$d/nr_hugepages")
+  if [ "$op" = reserve ] && [ "$after" -lt "$want" ] && [ -w /proc/sys/vm/compact_memory ]; then
+    # Memory too fragmented for a contiguous page: compact once and retry.
+    echo 1 > /proc/sys/vm/compact_memory
+    echo "$want" > "$d/nr_hugepages"
+    after=$(cat "$d/nr_hugepages")
+  fi
   if [ "$op" = reserve ] && [ "$after" -lt "$want" ]; then
     echo "$before" > "$d/nr_hugepages"
     echo "hugepages: asked for $count more $size pages, the kernel found only $((after - before))" \

@@ -153,8 +153,13 @@ def table(runs, base, qemu, out):
         large = ""
         moved = rep.get("pages_requested", 0) + rep.get("pages_pushed", 0)
         if page > 4096 and tcp and uffd and bulk and moved and "urgent_bytes_received" in rep:
-            # Bytes the source actually sent per page after switchover (zero chunks stay off the wire).
-            per_fault = (rep["urgent_bytes_received"] + rep.get("push_mib", 0) * 1048576) / moved
+            # Bytes the source actually sent per faulted page (zero chunks stay off the wire): the urgent
+            # connection carries requested pages up to 4 MiB; a 1 GiB page travels on the main one.
+            requested = rep.get("pages_requested", 0)
+            if requested and rep["urgent_bytes_received"] >= requested * 4096:
+                per_fault = rep["urgent_bytes_received"] / requested
+            else:
+                per_fault = (rep["urgent_bytes_received"] + rep.get("push_mib", 0) * 1048576) / moved
             limit = LARGE_TARGET * per_fault / (bulk * 1048576 / 1e6) + tcp + uffd
             large = verdict(lat["p50"], limit) + " (limit %.0f us for %.0f KiB sent)" % (limit, per_fault / 1024)
             if page == 1 << 30 and r["case"]["size"] <= 1:
@@ -194,6 +199,8 @@ def table(runs, base, qemu, out):
         if page == 1 << 30:
             ratio = ours["max_bucket_us"] / best["max_bucket_us"] if best["max_bucket_us"] else 0
             target = "1 GiB stall <= 0.5x: " + ("PASS" if ratio <= 0.5 else "MISS (%.2fx)" % ratio)
+            if best["max_bucket_us"] < 8192:  # no touch near a 1 GiB transfer: QEMU's guest never waited for it
+                ratio, target = 0, "not comparable: QEMU's guest took no 1 GiB stall (page moved before it ran)"
         else:
             ratio = ours["mean_us"] / best["mean_us"] if best["mean_us"] else 0
             target = "<= 0.25x: " + ("PASS" if ratio <= 0.25 else "MISS (%.2fx)" % ratio)
