@@ -80,6 +80,12 @@ Destination::~Destination() {
   if (urgent_) urgent_->shutdown();
   if (urgent_thread_.joinable()) urgent_thread_.join();
   if (premap_thread_.joinable()) premap_thread_.join();
+  if (pages_) {
+    try {
+      pages_->stop_mapper();  // it uses metrics_ and uffd_, which go before pages_
+    } catch (const std::exception&) {
+    }
+  }
   // A failed postcopy may leave the vCPU blocked in a userfault: closing the
   // userfaultfd releases it, so the vCPU thread can be stopped and joined.
   uffd_.reset();
@@ -239,6 +245,7 @@ void Destination::start_guest(const PostcopyBegin& begin) {
     register_postcopy();
     resolver_ = std::make_unique<FaultResolver>(*uffd_, *pages_, *urgent_, metrics_);
     resolver_->start();
+    pages_->start_mapper();
     urgent_thread_ = std::thread([this] { urgent_loop(); });
   } else if (uffd_) {
     uffd_->unregister(machine_->memory().primary(), hello_.mem_size);
@@ -332,6 +339,7 @@ void Destination::finish_postcopy() {
     if (auto e = resolver_->error(); !e.empty()) throw vmm::Error("fault resolver: " + e);
   }
   if (premap_thread_.joinable()) premap_thread_.join();
+  pages_->stop_mapper();  // every pushed page mapped before the range is unregistered
   if (uffd_) uffd_->unregister(machine_->memory().primary(), hello_.mem_size);
   urgent_->shutdown();
   if (urgent_thread_.joinable()) urgent_thread_.join();

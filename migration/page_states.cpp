@@ -24,6 +24,50 @@ PageStates::PageStates(uint8_t* primary, uint8_t* alias, uint8_t* staging, uint6
   for (uint64_t p = 0; p < npages_; p++) state_[p] = static_cast<uint8_t>(PageState::Missing);
 }
 
+PageStates::~PageStates() {
+  try {
+    stop_mapper();
+  } catch (const std::exception&) {
+    // The migration has failed already; its first error is the one reported.
+  }
+}
+
+void PageStates::start_mapper() {
+  mapper_ = std::thread([this] { map_loop(); });
+}
+
+void PageStates::stop_mapper() {
+  if (!mapper_.joinable()) return;
+  {
+    std::lock_guard lock(map_mutex_);
+    map_stop_ = true;
+  }
+  map_cv_.notify_one();
+  mapper_.join();
+  if (!map_error_.empty()) throw vmm::Error("mapping pushed pages: " + map_error_);
+}
+
+void PageStates::map_loop() {
+  for (;;) {
+    MapRun run;
+    {
+      std::unique_lock lock(map_mutex_);
+      map_cv_.wait(lock, [&] { return map_stop_ || !map_queue_.empty(); });
+      if (map_queue_.empty()) return;  // stopping, and drained
+      run = map_queue_.front();
+      map_queue_.pop_front();
+    }
+    try {
+      install_pages(run.first, run.count);
+    } catch (const std::exception& e) {
+      std::lock_guard lock(map_mutex_);
+      if (map_error_.empty()) map_error_ = e.what();
+      continue;
+    }
+    if (metrics_) metrics_->pages_done(run.first, run.first + run.count, run.t_received, Clock::now());
+  }
+}
+
 void PageStates::begin_postcopy(const std::vector<uint64_t>& missing, const vmm::Userfaultfd* uffd,
                                 FaultMetrics* metrics) {
   uffd_ = uffd;
@@ -145,12 +189,19 @@ uint64_t PageStates::complete_pages(const PagesView& v, uint32_t flags, bool who
     uint64_t q = p + 1;
     while (q < last && (!whole || mine[q - first])) q++;
     for (uint64_t i = p; i < q; i++) state_[i].store(static_cast<uint8_t>(PageState::Present));
-    install_pages(p, q - p);
-    auto t_done = Clock::now();
+    if ((flags & kPagesUrgent) || !mapper_.joinable()) {
+      install_pages(p, q - p);  // requested: the faulting vCPU waits for exactly this
+      if (metrics_) metrics_->pages_done(p, q, t_received, Clock::now());
+    } else {
+      {
+        std::lock_guard lock(map_mutex_);
+        map_queue_.push_back({p, q - p, t_received});
+      }
+      map_cv_.notify_one();
+    }
     present_ += q - p;
     completed += q - p;
     if (!(flags & kPagesUrgent)) pushed_ += q - p;
-    if (metrics_) metrics_->pages_done(p, q, t_received, t_done);
     p = q;
   }
   return completed;

@@ -7,8 +7,12 @@
 
 #include <array>
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <memory>
+#include <mutex>
+#include <thread>
 #include <vector>
 
 #include "channel.h"
@@ -37,6 +41,13 @@ class PageStates {
   // (page_receive.cpp). Precopy: the guest is not running; every chunk lands.
   // Postcopy: marks pages Missing from the source's bitmap, the rest Present.
   void begin_postcopy(const std::vector<uint64_t>& missing, const vmm::Userfaultfd* uffd, FaultMetrics* metrics);
+  // Pushed pages are mapped by a mapper thread, so the receiving thread goes
+  // back to the socket at once (mapping in line halved the push rate). A
+  // fault on a page that is present but not mapped yet is resolved locally.
+  // Stop drains the queue: call it before unregistering the userfaultfd.
+  void start_mapper();
+  void stop_mapper();
+  ~PageStates();
   // Postcopy: a frame that holds whole pages fills only the pages it can claim
   // (the same page may come twice: pushed, and resent on the urgent channel
   // because the push had it in flight); a frame that is part of a larger page
@@ -66,6 +77,18 @@ class PageStates {
 
   void continue_pages(uint64_t first, uint64_t count) const;
   void copy_pages(uint64_t first, uint64_t count) const;
+  void map_loop();
+
+  struct MapRun {
+    uint64_t first, count;
+    Clock::time_point t_received;
+  };
+  std::mutex map_mutex_;
+  std::condition_variable map_cv_;
+  std::deque<MapRun> map_queue_;
+  bool map_stop_ = false;
+  std::thread mapper_;
+  std::string map_error_;
 
   uint8_t* primary_;
   uint8_t* alias_;
