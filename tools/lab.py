@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Fault-latency lab: one command for the table and the plots.
 
-For every case of the matrix (source backend x destination backend x mode x
-guest size) it migrates the touch guest over loopback with `vmm run
+For every link (loopback, or two network namespaces joined by a shaped veth
+pair, tools/link.sh) and every case of the matrix (source backend x
+destination backend x mode x guest size) it migrates the touch guest with `vmm run
 --migrate-to` / `vmm receive --report`, right after measuring this host's
 floors (build/bench/baselines: 4 KiB TCP round trip, local uffd MINOR round
 trip per backend), then runs QEMU's own postcopy on the same guest
@@ -16,7 +17,7 @@ gnuplot:
   timeline.png   faults over time (latency of each fault against its time)
   histograms.png guest-observed touch histogram next to the VMM-observed one
 
-  tools/lab.py [--out DIR] [--quick] [--no-qemu]
+  tools/lab.py [--out DIR] [--quick] [--no-qemu] [--links loopback,veth:rate=1000:rtt=2]
 """
 import argparse
 import json
@@ -45,10 +46,86 @@ def sh(cmd, **kw):
     return subprocess.run(cmd, cwd=ROOT, text=True, capture_output=True, **kw)
 
 
-def baselines(out):
+RELAY = os.path.join(ROOT, "build/tools/delay_relay/delay_relay")
+
+
+class Link:
+    """Where a migration runs: 'loopback', or 'veth[:rate=MBIT][:rtt=MS]', two network
+    namespaces joined by a shaped veth pair (tools/link.sh). On a veth link the
+    destination and the TCP floors' server sit in the destination namespace, reached
+    through our delay relay when the kernel has no netem; source and floors' client
+    sit in the source namespace, so floors and migration cross the same path."""
+
+    def __init__(self, spec):
+        parts = spec.split(":")
+        if parts[0] not in ("loopback", "veth"):
+            raise SystemExit("lab: a link is loopback or veth[:rate=MBIT][:rtt=MS], not %r" % spec)
+        self.spec, self.veth, self.rate, self.rtt = spec, parts[0] == "veth", None, None
+        for kv in parts[1:]:
+            k, _, v = kv.partition("=")
+            if k not in ("rate", "rtt") or not v:
+                raise SystemExit("lab: unknown link option %r in %r" % (kv, spec))
+            setattr(self, k, v)
+        self.name = spec.replace(":", "-").replace("=", "")
+        self.env, self.relays = {}, []
+
+    def __enter__(self):
+        if not self.veth:
+            return self
+        args = [os.path.join(ROOT, "tools/link.sh"), "up", "vmmlab-%d" % os.getpid()]
+        args += (["--rate", self.rate] if self.rate else []) + (["--rtt", self.rtt] if self.rtt else [])
+        r = sh(args)
+        if r.returncode:
+            raise SystemExit("lab: tools/link.sh up failed: " + r.stderr)
+        print(r.stderr.strip(), file=sys.stderr)
+        self.env = dict(l.split("=", 1) for l in r.stdout.split("\n") if "=" in l)
+        self.env = {k: v.strip('"') for k, v in self.env.items()}
+        return self
+
+    def __exit__(self, *exc):
+        for p in self.relays:
+            p.kill()
+            p.wait()
+        self.relays = []
+        if self.veth:
+            sh([os.path.join(ROOT, "tools/link.sh"), "down", "vmmlab-%d" % os.getpid()])
+
+    def src(self, cmd):
+        return (["ip", "netns", "exec", self.env["SRC_NS"]] if self.veth else []) + cmd
+
+    def dst(self, cmd):
+        return (["ip", "netns", "exec", self.env["DST_NS"]] if self.veth else []) + cmd
+
+    def serve(self, port):
+        """(address the destination side listens on, address the source side connects to)"""
+        if not self.veth:
+            return "127.0.0.1:%d" % port, "127.0.0.1:%d" % port
+        ip = self.env["DST_IP"]
+        if self.env["DELAY"] != "relay":
+            return "%s:%d" % (ip, port), "%s:%d" % (ip, port)
+        # No netem: the destination listens on its loopback, our relay adds the delay.
+        self.relays.append(subprocess.Popen(self.dst([RELAY, "--listen", "%s:%d" % (ip, port + 1), "--to",
+                                                      "127.0.0.1:%d" % port, "--delay-ms", self.env["HALF_MS"]]),
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        time.sleep(0.2)
+        return "127.0.0.1:%d" % port, "%s:%d" % (ip, port + 1)
+
+
+def baselines(out, link, port):
     path = os.path.join(out, "baselines.json")
-    r = sh([os.path.join(ROOT, "build/bench/baselines"), "--benchmark_format=json",
-            "--benchmark_out=" + path, "--benchmark_out_format=json"])
+    env = dict(os.environ)
+    server = None
+    if link.veth:  # the TCP floors cross the link: server in the destination namespace
+        listen, connect = link.serve(port)
+        server = subprocess.Popen(link.dst([os.path.join(ROOT, "build/bench/baselines"), "--serve", listen]),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.3)
+        env["VMM_BASELINE_PEER"] = connect
+    r = sh(link.src([os.path.join(ROOT, "build/bench/baselines"), "--benchmark_format=json",
+                     "--benchmark_out=" + path, "--benchmark_out_format=json"]), env=env)
+    if server:
+        server.kill()
+        server.wait()
     base = {}
     for b in json.load(open(path))["benchmarks"]:
         if "p50_us" in b:
@@ -64,22 +141,23 @@ def guest_hist(text):
     return {int(m.group(1)): int(m.group(3)) for m in re.finditer(r"HIST lo_us=(\d+) hi_us=(\d+) count=(\d+)", text)}
 
 
-def migrate(case, out, port):
+def migrate(case, out, port, link):
     src, dst, mode, size, seconds = case["src"], case["dst"], case["mode"], case["size"], case["seconds"]
     mem = "1G" if dst == "hugetlb-1g" else "256M"
-    name = "%s-to-%s-%s-%dM" % (src, dst, mode, size)
+    name = "%s-to-%s-%s-%dM%s" % (src, dst, mode, size, "" if link.spec == "loopback" else "-" + link.name)
     report = os.path.join(out, name + ".report.json")
-    d = subprocess.Popen([VMM, "receive", "--listen", "127.0.0.1:%d" % port, "--memory", dst, "--report", report],
+    listen, connect = link.serve(port)
+    d = subprocess.Popen(link.dst([VMM, "receive", "--listen", listen, "--memory", dst, "--report", report]),
                          cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     time.sleep(0.3)
     src_args = [VMM, "run", "--kernel", GUEST, "--cmdline", "workload=touch size=%d seconds=%d" % (size, seconds),
-                "--memory", src, "--mem-size", mem, "--mode", mode, "--migrate-to", "127.0.0.1:%d" % port,
+                "--memory", src, "--mem-size", mem, "--mode", mode, "--migrate-to", connect,
                 "--migrate-after", "1.5"]
     if src == "gmem" and mode != "postcopy":
         src_args += ["--gmem-bind", "hva"]
-    s = subprocess.run(src_args, cwd=ROOT, text=True, capture_output=True, timeout=300)
+    s = subprocess.run(link.src(src_args), cwd=ROOT, text=True, capture_output=True, timeout=300)
     dout, derr = d.communicate(timeout=300)
-    run = {"name": name, "case": case, "src_rc": s.returncode, "dst_rc": d.returncode,
+    run = {"name": name, "case": case, "link": link.spec, "src_rc": s.returncode, "dst_rc": d.returncode,
            "verify_ok": "VERIFY OK" in dout, "guest_hist_us": guest_hist(dout)}
     if os.path.exists(report):
         run["report"] = json.load(open(report))
@@ -120,14 +198,24 @@ def verdict(value, limit):
     return "PASS" if value <= limit else "MISS (%.2fx the limit)" % (value / limit)
 
 
-def table(runs, base, qemu, out):
-    tcp = base.get("tcp_rtt_4k", {}).get("p50_us")
-    bulk = base.get("tcp_bulk", {}).get("mib_per_s")
+def describe_floors(base):
     floors = ["%s p50 %.0f us / p99 %.0f us" % (k, v["p50_us"], v["p99_us"]) for k, v in sorted(base.items())
               if "p50_us" in v]
-    if bulk:
-        floors.append("tcp_bulk %.0f MiB/s" % bulk)
-    lines = ["# Fault-latency lab results", "", "Floors measured in this run: " + ", ".join(floors), "",
+    if base.get("tcp_bulk", {}).get("mib_per_s"):
+        floors.append("tcp_bulk %.0f MiB/s" % base["tcp_bulk"]["mib_per_s"])
+    return ", ".join(floors)
+
+
+def table(runs, qemu, out):
+    lines = ["# Fault-latency lab results", "",
+             "Every target is a ratio to floors measured on the same link right before that run; the floors of "
+             "the last run on each link:", ""]
+    seen = {}
+    for r in runs:
+        seen[r["link"]] = r.get("baselines", {})
+    for link, base in seen.items():
+        lines.append("- %s: %s" % (link, describe_floors(base)))
+    lines += ["",
              "| run | page | faults | p50 us | p99 us | max us | vCPU blocked ms | mean blocked/fault ms | downtime ms "
              "| push MiB/s | guest | p50 target | p99 target | push target | large-page target |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -137,6 +225,9 @@ def table(runs, base, qemu, out):
             lines.append("| %s | | | | | | | | | | failed (src %s, dst %s) | | | | |" % (r["name"], r["src_rc"],
                                                                                    r["dst_rc"]))
             continue
+        base = r.get("baselines", {})
+        tcp = base.get("tcp_rtt_4k", {}).get("p50_us")
+        bulk = base.get("tcp_bulk", {}).get("mib_per_s")
         lat = rep["latency_us"]
         page = rep["page_size"]
         targets = ("", "")
@@ -185,7 +276,7 @@ def table(runs, base, qemu, out):
               "|---|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         rep = r.get("report")
-        if not rep or rep["mode"] != "postcopy":
+        if not rep or rep["mode"] != "postcopy" or r["link"] != "loopback":  # QEMU runs on loopback
             continue
         page = rep["page_size"]
         peers = [(n, q) for n, q in qemu if q.get("status") == "completed" and q.get("size") == r["case"]["size"]
@@ -272,7 +363,15 @@ def main():
     ap.add_argument("--out", default=os.path.join(ROOT, "lab-results"))
     ap.add_argument("--quick", action="store_true", help="a small matrix (CI-sized)")
     ap.add_argument("--no-qemu", action="store_true")
+    ap.add_argument("--links", default=None,
+                    help="comma list of loopback or veth[:rate=MBIT][:rtt=MS] (default: loopback, and for the full "
+                         "matrix also veth:rate=1000:rtt=2)")
     args = ap.parse_args()
+    links = (args.links or ("loopback" if args.quick else "loopback,veth:rate=1000:rtt=2")).split(",")
+    for spec in links:
+        Link(spec)  # reject a bad spec before anything runs
+    if any(Link(l).veth for l in links) and os.geteuid() != 0:
+        raise SystemExit("lab: veth links need root (ip netns, tc)")
     os.makedirs(args.out, exist_ok=True)
     if sh(["cmake", "--build", "build", "-j2"]).returncode:
         sh(["cmake", "-S", ".", "-B", "build", "-DVMM_BENCHMARKS=ON"])
@@ -290,12 +389,15 @@ def main():
     try:
         runs = []
         port = random.randint(20000, 40000)
-        for i, case in enumerate(matrix):
-            base = baselines(args.out)  # right before each migration, on the same host
-            run = migrate(case, args.out, port + i)
-            run["baselines"] = base
-            runs.append(run)
-            print("lab: %s -> %s" % (run["name"], "ok" if run.get("report") else "failed"), file=sys.stderr)
+        for spec in links:
+            with Link(spec) as link:
+                for case in matrix:
+                    base = baselines(args.out, link, port)  # right before each migration, on the same link
+                    run = migrate(case, args.out, port + 2, link)
+                    port += 4
+                    run["baselines"] = base
+                    runs.append(run)
+                    print("lab: %s -> %s" % (run["name"], "ok" if run.get("report") else "failed"), file=sys.stderr)
         qemu = [] if args.no_qemu else [qemu_peer(args.out, p, size, seconds) for p in (False, True)]
         if not args.no_qemu and not args.quick:
             # QEMU on 1 GiB pages needs one for each side; our runs are done with theirs.
@@ -304,7 +406,7 @@ def main():
                 qemu.append(qemu_peer(args.out, True, size, seconds, hugetlb="1G"))
             else:
                 print("lab: cannot reserve two 1 GiB pages: no QEMU 1 GiB run", file=sys.stderr)
-        print(table(runs, runs[-1]["baselines"] if runs else {}, qemu, args.out))
+        print(table(runs, qemu, args.out))
         plots(runs, args.out)
         print("\nlab: results in %s (results.md, cdf.png, timeline.png, histograms.png)" % args.out)
     finally:

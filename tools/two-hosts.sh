@@ -38,8 +38,7 @@ VMM=build/vmm
 RELAY=build/tools/delay_relay/delay_relay
 [ -x "$VMM" ] && [ -x "$RELAY" ] || { cmake -S . -B build >/dev/null; cmake --build build -j"$(nproc)" >/dev/null; }
 
-SRC_NS=vmm-src-$$; DST_NS=vmm-dst-$$
-SRC_IP=10.213.0.1; DST_IP=10.213.0.2; PORT=4444; RELAY_PORT=5555
+LINK=vmm-$$; PORT=4444; RELAY_PORT=5555
 OUT=$(mktemp -d /tmp/vmm-two-hosts.XXXXXX)
 REPORT=${REPORT:-$OUT/report.json}
 reserved=()
@@ -47,45 +46,25 @@ pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  ip netns del "$SRC_NS" 2>/dev/null || true
-  ip netns del "$DST_NS" 2>/dev/null || true
+  tools/link.sh down "$LINK"
   for r in "${reserved[@]}"; do tools/hugepages.sh release $r >/dev/null || true; done
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-ip netns add "$SRC_NS"
-ip netns add "$DST_NS"
-ip link add veth-src netns "$SRC_NS" type veth peer name veth-dst netns "$DST_NS"
-ip -n "$SRC_NS" addr add $SRC_IP/30 dev veth-src
-ip -n "$DST_NS" addr add $DST_IP/30 dev veth-dst
-for ns in "$SRC_NS" "$DST_NS"; do ip -n "$ns" link set lo up; done
-ip -n "$SRC_NS" link set veth-src up
-ip -n "$DST_NS" link set veth-dst up
+link_args=()
+[ -z "$RATE" ] || link_args+=(--rate "$RATE")
+[ -z "$RTT" ] || link_args+=(--rtt "$RTT")
+eval "$(tools/link.sh up "$LINK" "${link_args[@]}" 2>/dev/null)"
+[ -n "${SRC_NS:-}" ] || { echo "two-hosts: could not set up the link (tools/link.sh up $LINK)" >&2; exit 1; }
 echo "two-hosts: source $SRC_NS ($SRC_IP) <-veth-> destination $DST_NS ($DST_IP)"
-
-delay_by=none
-if [ -n "$RTT" ]; then
-  half=$(awk "BEGIN { print $RTT / 2 }")
-  if ip netns exec "$SRC_NS" tc qdisc add dev veth-src root netem delay "${half}ms" 2>"$OUT/netem.err"; then
-    ip netns exec "$DST_NS" tc qdisc add dev veth-dst root netem delay "${half}ms"
-    delay_by="tc netem (${half} ms each way)"
-  else
-    delay_by="user-space delay relay (${half} ms each way; tc netem: $(tr -d '\n' <"$OUT/netem.err"))"
-  fi
-fi
-if [ -n "$RATE" ]; then
-  if [[ "$delay_by" == tc* ]]; then
-    for side in "$SRC_NS veth-src" "$DST_NS veth-dst"; do
-      set -- $side
-      ip netns exec "$1" tc qdisc change dev "$2" root netem delay "${half}ms" rate "${RATE}mbit"
-    done
-  else
-    ip netns exec "$SRC_NS" tc qdisc add dev veth-src root tbf rate "${RATE}mbit" burst 256kb latency 100ms
-    ip netns exec "$DST_NS" tc qdisc add dev veth-dst root tbf rate "${RATE}mbit" burst 256kb latency 100ms
-  fi
-  echo "two-hosts: link rate ${RATE} Mbit/s each way"
-fi
+[ -z "$RATE" ] || echo "two-hosts: link rate ${RATE} Mbit/s each way"
+case "$DELAY" in
+  none) delay_by=none ;;
+  netem) delay_by="tc netem (${HALF_MS} ms each way)" ;;
+  relay) delay_by="user-space delay relay (${HALF_MS} ms each way; ${DESCRIBE#*tc netem: }" ;;
+esac
+half=$HALF_MS
 echo "two-hosts: added delay: $delay_by"
 
 case "$MEM_SIZE" in

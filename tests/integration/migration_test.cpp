@@ -274,8 +274,7 @@ TEST(TwoHosts, MigratesBetweenNamespacesAndCleansUp) {
   EXPECT_NE(r.output.find("VERIFY OK pages=2048"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("added delay: "), std::string::npos) << r.output;
   auto ns = run_command("ip netns list");
-  EXPECT_EQ(ns.output.find("vmm-src-"), std::string::npos) << ns.output;
-  EXPECT_EQ(ns.output.find("vmm-dst-"), std::string::npos) << ns.output;
+  EXPECT_EQ(ns.output.find("vmm-"), std::string::npos) << ns.output;
 }
 
 }  // namespace
@@ -295,6 +294,27 @@ TEST(Lab, QuickRunWritesTableAndPlots) {
   EXPECT_NE(md.find("tcp_rtt_4k p50"), std::string::npos) << md;
   for (const char* png : {"cdf.png", "timeline.png", "histograms.png"})
     EXPECT_FALSE(slurp(out + "/" + png).empty()) << png << " was not drawn";
+}
+
+TEST(Lab, ShapedLinkMeasuresFloorsAcrossTheSameLink) {
+  if (!have_kvm()) GTEST_SKIP() << "no usable /dev/kvm on this host";
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root for ip netns and tc";
+  if (!test::have_program("ip")) GTEST_SKIP() << "iproute2 (ip) is not installed";
+  if (!test::have_program("gnuplot")) GTEST_SKIP() << "gnuplot is not installed (tools/install-deps.sh installs it)";
+  std::string out = ::testing::TempDir() + "lab-veth";
+  auto r = run_command(
+      fmt::format("python3 {}/lab.py --quick --no-qemu --links veth:rate=2000:rtt=2 --out {}", TOOLS_DIR, out), 240);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::string md = slurp(out + "/results.md");
+  EXPECT_NE(md.find("| gmem-to-shmem-postcopy-16M-veth-rate2000-rtt2 | 4 KiB |"), std::string::npos) << md;
+  EXPECT_NE(md.find("VERIFY OK"), std::string::npos) << md;
+  // The floors crossed the link: a 4 KiB round trip cannot beat its 2 ms RTT.
+  auto at = md.find("veth:rate=2000:rtt=2: tcp_rtt_4k p50 ");
+  ASSERT_NE(at, std::string::npos) << md;
+  double rtt_us = std::stod(md.substr(at + std::string("veth:rate=2000:rtt=2: tcp_rtt_4k p50 ").size()));
+  EXPECT_GE(rtt_us, 1900) << md;
+  auto ns = run_command("ip netns list");
+  EXPECT_EQ(ns.output.find("vmmlab-"), std::string::npos) << ns.output;
 }
 
 }  // namespace
