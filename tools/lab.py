@@ -288,12 +288,14 @@ def table(runs, qemu, out):
         best_name, best = min(((n, guest_stall(q.get("guest_hist_us", {}))) for n, q in peers),
                               key=lambda x: x[1]["mean_us"] or float("inf"))
         if page == 1 << 30:
-            ratio = ours["max_bucket_us"] / best["max_bucket_us"] if best["max_bucket_us"] else 0
-            target = "1 GiB stall <= 0.5x: " + ("PASS" if ratio <= 0.5 else "MISS (%.2fx)" % ratio)
-            if best["max_bucket_us"] < 8192:  # QEMU's guest timed no touch near a 1 GiB transfer
-                q = dict(peers)[best_name]
-                ratio, target = 0, ("not comparable: QEMU's guest timed no 1 GiB stall (QEMU's sampled blocktime: "
-                                    "%s ms)" % q.get("postcopy_blocktime_ms"))
+            # QEMU's guest does not time its 1 GiB stall (the vCPU waits outside the timed touches), so
+            # the 1 GiB page compares our vCPU blocked time with QEMU's blocktime, sampled during postcopy.
+            q = dict(peers)[best_name]
+            theirs = float(q.get("postcopy_blocktime_ms") or 0)
+            ratio = rep["vcpu_blocked_ms"] / theirs if theirs else 0
+            target = ("1 GiB stall <= 0.5x (our vCPU blocked %.0f ms, QEMU blocktime %.0f ms): %s"
+                      % (rep["vcpu_blocked_ms"], theirs, "PASS" if ratio <= 0.5 else "MISS (%.2fx)" % ratio)
+                      if theirs else "not comparable: QEMU reported no blocktime")
         else:
             ratio = ours["mean_us"] / best["mean_us"] if best["mean_us"] else 0
             target = "<= 0.25x: " + ("PASS" if ratio <= 0.25 else "MISS (%.2fx)" % ratio)
