@@ -18,6 +18,7 @@ gnuplot:
   histograms.png guest-observed touch histogram next to the VMM-observed one
 
   tools/lab.py [--out DIR] [--quick] [--no-qemu] [--links loopback,veth:rate=1000:rtt=2]
+               [--sources gmem,shmem] [--sizes 16,64]
 """
 import argparse
 import json
@@ -365,10 +366,15 @@ def main():
     ap.add_argument("--out", default=os.path.join(ROOT, "lab-results"))
     ap.add_argument("--quick", action="store_true", help="a small matrix (CI-sized)")
     ap.add_argument("--no-qemu", action="store_true")
+    ap.add_argument("--sources", default="gmem", help="comma list of source backends: gmem, shmem (default gmem)")
+    ap.add_argument("--sizes", default=None, help="comma list of MiB the touch guest writes (default 64; 16 quick)")
     ap.add_argument("--links", default=None,
                     help="comma list of loopback or veth[:rate=MBIT][:rtt=MS] (default: loopback, and for the full "
                          "matrix also veth:rate=1000:rtt=2)")
     args = ap.parse_args()
+    for src in args.sources.split(","):
+        if src not in ("gmem", "shmem"):  # the lab reserves hugepages for destinations only
+            raise SystemExit("lab: a source backend is gmem or shmem, not %r" % src)
     links = (args.links or ("loopback" if args.quick else "loopback,veth:rate=1000:rtt=2")).split(",")
     for spec in links:
         Link(spec)  # reject a bad spec before anything runs
@@ -379,9 +385,11 @@ def main():
         sh(["cmake", "-S", ".", "-B", "build", "-DVMM_BENCHMARKS=ON"])
         sh(["cmake", "--build", "build", "-j2"], check=True)
     size, seconds = (16, 4) if args.quick else (64, 6)
+    sizes = [int(x) for x in args.sizes.split(",")] if args.sizes else [size]
     dsts = ["shmem"] if args.quick else ["shmem", "hugetlb-2m", "hugetlb-1g"]
     modes = ["postcopy"] if args.quick else ["postcopy", "hybrid"]
-    matrix = [{"src": "gmem", "dst": d, "mode": m, "size": size, "seconds": seconds} for d in dsts for m in modes]
+    matrix = [{"src": src, "dst": d, "mode": m, "size": sz, "seconds": seconds}
+              for src in args.sources.split(",") for sz in sizes for d in dsts for m in modes]
     if not args.quick:  # a 1 GiB page that is mostly zero: the guest writes 1 MiB of it
         matrix.append({"src": "gmem", "dst": "hugetlb-1g", "mode": "postcopy", "size": 1, "seconds": 4})
     reserved = []
