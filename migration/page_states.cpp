@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -86,61 +87,52 @@ bool PageStates::try_mark_requested(uint64_t page) {
   return state_[page].compare_exchange_strong(expected, static_cast<uint8_t>(PageState::Requested));
 }
 
-void PageStates::continue_pages(uint64_t first, uint64_t count) const {
+// Maps [first, first + count) pages with one resolving ioctl per attempt.
+// `attempt(offset, len)` returns 0, or errno with the bytes it did map: after
+// EEXIST (a page in the range is mapped already: a racing fault or
+// completion) the loop skips past that page; after EAGAIN it resumes.
+template <typename Attempt>
+void PageStates::map_range(uint64_t first, uint64_t count, const char* ioctl_name, Attempt attempt) const {
   if (!uffd_) return;
-  uint64_t start = reinterpret_cast<uint64_t>(primary_) + first * page_size_, end = start + count * page_size_;
+  uint64_t start = first * page_size_, end = start + count * page_size_;  // offsets into guest RAM
   while (start < end) {
-    uffdio_continue c{};
-    c.range.start = start;
-    c.range.len = end - start;
-    if (::ioctl(uffd_->fd(), UFFDIO_CONTINUE, &c) == 0) return;
-    int err = errno;
-    uint64_t mapped = c.mapped > 0 ? static_cast<uint64_t>(c.mapped) : 0;
-    if (err == EEXIST) {
-      // A page in the range is mapped already (a racing fault or completion):
-      // skip past it and map the rest.
-      start += mapped + page_size_;
-      continue;
-    }
-    if (err == EAGAIN) {
-      start += mapped;
+    auto [err, done] = attempt(start, end - start);
+    if (err == 0) return;
+    if (err == EEXIST || err == EAGAIN) {
+      start += done + (err == EEXIST ? page_size_ : 0);
       continue;
     }
     errno = err;
-    vmm::throw_errno(fmt::format("UFFDIO_CONTINUE(pages {}+{})", (start - reinterpret_cast<uint64_t>(primary_)) /
-                                                                     page_size_, (end - start) / page_size_));
+    vmm::throw_errno(fmt::format("{}(pages {}+{})", ioctl_name, start / page_size_, (end - start) / page_size_));
   }
+}
+
+void PageStates::continue_pages(uint64_t first, uint64_t count) const {
+  uint64_t base = reinterpret_cast<uint64_t>(primary_);
+  map_range(first, count, "UFFDIO_CONTINUE", [&](uint64_t off, uint64_t len) {
+    uffdio_continue c{};
+    c.range.start = base + off;
+    c.range.len = len;
+    int err = ::ioctl(uffd_->fd(), UFFDIO_CONTINUE, &c) == 0 ? 0 : errno;
+    return std::pair<int, uint64_t>{err, c.mapped > 0 ? static_cast<uint64_t>(c.mapped) : 0};
+  });
+}
+
+void PageStates::copy_pages(uint64_t first, uint64_t count) const {
+  uint64_t base = reinterpret_cast<uint64_t>(primary_);
+  map_range(first, count, "UFFDIO_COPY", [&](uint64_t off, uint64_t len) {
+    uffdio_copy c{};
+    c.dst = base + off;
+    c.src = reinterpret_cast<uint64_t>(staging_ + off);
+    c.len = len;
+    int err = ::ioctl(uffd_->fd(), UFFDIO_COPY, &c) == 0 ? 0 : errno;
+    return std::pair<int, uint64_t>{err, c.copy > 0 ? static_cast<uint64_t>(c.copy) : 0};
+  });
 }
 
 void PageStates::install_pages(uint64_t first, uint64_t count) const {
   if (staging_) copy_pages(first, count);
   else continue_pages(first, count);
-}
-
-void PageStates::copy_pages(uint64_t first, uint64_t count) const {
-  if (!uffd_) return;
-  uint64_t base = reinterpret_cast<uint64_t>(primary_);
-  uint64_t start = first * page_size_, end = start + count * page_size_;  // offsets into guest RAM
-  while (start < end) {
-    uffdio_copy c{};
-    c.dst = base + start;
-    c.src = reinterpret_cast<uint64_t>(staging_ + start);
-    c.len = end - start;
-    if (::ioctl(uffd_->fd(), UFFDIO_COPY, &c) == 0) return;
-    int err = errno;
-    uint64_t copied = c.copy > 0 ? static_cast<uint64_t>(c.copy) : 0;
-    if (err == EEXIST) {
-      // Mapped already by a racing install of the same page: skip past it.
-      start += copied + page_size_;
-      continue;
-    }
-    if (err == EAGAIN) {
-      start += copied;
-      continue;
-    }
-    errno = err;
-    vmm::throw_errno(fmt::format("UFFDIO_COPY(pages {}+{})", start / page_size_, (end - start) / page_size_));
-  }
 }
 
 // Maps, in runs, the pages that were present when postcopy began, while the

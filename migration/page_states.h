@@ -75,6 +75,8 @@ class PageStates {
   std::vector<bool> claim_for_frame(const PagesView& v, uint32_t flags, bool& whole);
   uint64_t complete_pages(const PagesView& v, uint32_t flags, bool whole, const std::vector<bool>& mine);
 
+  template <typename Attempt>
+  void map_range(uint64_t first, uint64_t count, const char* ioctl_name, Attempt attempt) const;
   void continue_pages(uint64_t first, uint64_t count) const;
   void copy_pages(uint64_t first, uint64_t count) const;
   void map_loop();

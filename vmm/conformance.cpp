@@ -232,6 +232,46 @@ std::string finish(Rig& rig, uint64_t page, uint32_t want_read, const Conformanc
   return {};
 }
 
+// Registers the rig's range; on failure the check is "unsupported", named by errno.
+bool register_or_unsupported(json& j, Rig& rig, uint64_t mode, uint64_t* ioctls = nullptr) {
+  int rc = rig.register_uffd(mode, ioctls);
+  if (rc == 0) return true;
+  std::string modes = (mode & UFFDIO_REGISTER_MODE_MISSING) ? "MODE_MISSING" : "";
+  if (mode & UFFDIO_REGISTER_MODE_MINOR) modes += modes.empty() ? "MODE_MINOR" : "|MODE_MINOR";
+  verdict(j, "unsupported", fmt::format("UFFDIO_REGISTER({}) on a guest_memfd mapping: {}", modes, errno_name(-rc)));
+  return false;
+}
+
+// Waits for a MINOR (or MISSING) fault on `page`; anything else makes the check "wrong".
+bool expect_event(json& j, Rig& rig, uint64_t page, bool minor, const ConformanceOptions& o) {
+  auto ev = rig.wait_event(o.step_timeout);
+  const char* kind = minor ? "MINOR" : "MISSING";
+  if (!ev) {
+    verdict(j, "wrong", rig.halted() ? fmt::format("no {} event: the vCPU accessed the page without one", kind)
+                                     : fmt::format("no event and no vCPU progress within {} ms", o.step_timeout.count()));
+    return false;
+  }
+  if (!is_event(*ev, rig, page, minor)) {
+    verdict(j, "wrong", fmt::format("expected a {} fault on the page, got a {}", kind, describe(*ev, rig, page)));
+    return false;
+  }
+  return true;
+}
+
+// The fault is resolved: the vCPU must finish as finish() expects.
+void conclude(json& j, Rig& rig, uint64_t page, uint32_t want_read, const ConformanceOptions& o, const char* ok,
+              const char* if_lost = "") {
+  std::string bad = finish(rig, page, want_read, o);
+  if (bad.find("is lost") != std::string::npos) bad += if_lost;
+  verdict(j, bad.empty() ? "ok" : "wrong", bad.empty() ? std::string(ok) : bad);
+}
+
+bool continue_or_wrong(json& j, const Rig& rig, uint64_t page) {
+  int rc = uffd_continue(rig, page);
+  if (rc < 0) verdict(j, "wrong", fmt::format("UFFDIO_CONTINUE failed: {}", errno_name(-rc)));
+  return rc == 0;
+}
+
 json check_written_page(const KvmSystem& kvm, const ConformanceOptions& o) {
   json j = check("minor_fault_on_written_page",
                  "a page written through a second mapping raises MINOR on the vCPU's first access; UFFDIO_CONTINUE "
@@ -239,27 +279,10 @@ json check_written_page(const KvmSystem& kvm, const ConformanceOptions& o) {
   Rig rig(kvm, o);
   const uint64_t page = 0;
   std::memcpy(rig.alias(page), &kPattern, sizeof kPattern);
-  if (int rc = rig.register_uffd(UFFDIO_REGISTER_MODE_MINOR); rc < 0) {
-    verdict(j, "unsupported", fmt::format("UFFDIO_REGISTER(MODE_MINOR) on a guest_memfd mapping: {}", errno_name(-rc)));
-    return j;
-  }
+  if (!register_or_unsupported(j, rig, UFFDIO_REGISTER_MODE_MINOR)) return j;
   rig.start(page);
-  auto ev = rig.wait_event(o.step_timeout);
-  if (!ev) {
-    verdict(j, "wrong", rig.halted() ? "no userfaultfd event: the vCPU read the page without one"
-                                     : fmt::format("no event and no vCPU progress within {} ms", o.step_timeout.count()));
-    return j;
-  }
-  if (!is_event(*ev, rig, page, true)) {
-    verdict(j, "wrong", "expected a MINOR fault on the page, got a " + describe(*ev, rig, page));
-    return j;
-  }
-  if (int rc = uffd_continue(rig, page); rc < 0) {
-    verdict(j, "wrong", fmt::format("UFFDIO_CONTINUE failed: {}", errno_name(-rc)));
-    return j;
-  }
-  std::string bad = finish(rig, page, kPattern, o);
-  verdict(j, bad.empty() ? "ok" : "wrong", bad.empty() ? "MINOR event, CONTINUE, the vCPU read the data" : bad);
+  if (!expect_event(j, rig, page, true, o) || !continue_or_wrong(j, rig, page)) return j;
+  conclude(j, rig, page, kPattern, o, "MINOR event, CONTINUE, the vCPU read the data");
   return j;
 }
 
@@ -273,27 +296,13 @@ json check_fallocated_page(const KvmSystem& kvm, const ConformanceOptions& o) {
     verdict(j, "error", fmt::format("fallocate(guest_memfd, KEEP_SIZE): {}", errno_name(errno)));
     return j;
   }
-  if (int rc = rig.register_uffd(UFFDIO_REGISTER_MODE_MINOR); rc < 0) {
-    verdict(j, "unsupported", fmt::format("UFFDIO_REGISTER(MODE_MINOR) on a guest_memfd mapping: {}", errno_name(-rc)));
-    return j;
-  }
+  if (!register_or_unsupported(j, rig, UFFDIO_REGISTER_MODE_MINOR)) return j;
   rig.start(page);
-  auto ev = rig.wait_event(o.step_timeout);
-  if (!ev || !is_event(*ev, rig, page, true)) {
-    verdict(j, "wrong", ev ? "expected a MINOR fault, got a " + describe(*ev, rig, page)
-                           : std::string("no MINOR event for a page that is in the page cache"));
-    return j;
-  }
-  if (int rc = uffd_continue(rig, page); rc < 0) {
-    verdict(j, "wrong", fmt::format("UFFDIO_CONTINUE failed: {}", errno_name(-rc)));
-    return j;
-  }
-  std::string bad = finish(rig, page, 0, o);
-  if (bad.find("is lost") != std::string::npos)
-    bad += " (the fallocated folio was not marked up to date, so the first access through the second mapping "
+  if (!expect_event(j, rig, page, true, o) || !continue_or_wrong(j, rig, page)) return j;
+  conclude(j, rig, page, 0, o, "MINOR event, CONTINUE, the vCPU's write survived",
+           " (the fallocated folio was not marked up to date, so the first access through the second mapping "
            "cleared it after the guest had written it; a destination must populate guest_memfd by writing through "
-           "a mapping, never by fallocate alone)";
-  verdict(j, bad.empty() ? "ok" : "wrong", bad.empty() ? "MINOR event, CONTINUE, the vCPU's write survived" : bad);
+           "a mapping, never by fallocate alone)");
   return j;
 }
 
@@ -303,17 +312,13 @@ json check_unpopulated_minor(const KvmSystem& kvm, const ConformanceOptions& o) 
                  "(so a MINOR destination populates every page first)");
   Rig rig(kvm, o);
   const uint64_t page = 2;
-  if (int rc = rig.register_uffd(UFFDIO_REGISTER_MODE_MINOR); rc < 0) {
-    verdict(j, "unsupported", fmt::format("UFFDIO_REGISTER(MODE_MINOR) on a guest_memfd mapping: {}", errno_name(-rc)));
-    return j;
-  }
+  if (!register_or_unsupported(j, rig, UFFDIO_REGISTER_MODE_MINOR)) return j;
   rig.start(page);
   if (auto ev = rig.wait_event(o.step_timeout)) {
     verdict(j, "wrong", "a page not in the page cache raised a " + describe(*ev, rig, page));
     return j;
   }
-  std::string bad = finish(rig, page, 0, o);
-  verdict(j, bad.empty() ? "ok" : "wrong", bad.empty() ? "no event; the page read as zero and took the write" : bad);
+  conclude(j, rig, page, 0, o, "no event; the page read as zero and took the write");
   return j;
 }
 
@@ -323,22 +328,13 @@ json check_missing_copy(const KvmSystem& kvm, const ConformanceOptions& o) {
   Rig rig(kvm, o);
   const uint64_t page = 3;
   uint64_t ioctls = 0;
-  if (int rc = rig.register_uffd(UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR, &ioctls); rc < 0) {
-    verdict(j, "unsupported",
-            fmt::format("UFFDIO_REGISTER(MODE_MISSING|MODE_MINOR) on a guest_memfd mapping: {}", errno_name(-rc)));
-    return j;
-  }
+  if (!register_or_unsupported(j, rig, UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR, &ioctls)) return j;
   if (!(ioctls & (1ULL << _UFFDIO_COPY))) {
     verdict(j, "unsupported", "the registered guest_memfd range does not offer UFFDIO_COPY");
     return j;
   }
   rig.start(page);
-  auto ev = rig.wait_event(o.step_timeout);
-  if (!ev || !is_event(*ev, rig, page, false)) {
-    verdict(j, "wrong", ev ? "expected a MISSING fault, got a " + describe(*ev, rig, page)
-                           : std::string("no MISSING event for a page that is not in the page cache"));
-    return j;
-  }
+  if (!expect_event(j, rig, page, false, o)) return j;
   alignas(4096) static uint8_t src[kPage];
   std::memset(src, 0, sizeof src);
   std::memcpy(src, &kPattern, sizeof kPattern);
@@ -350,8 +346,7 @@ json check_missing_copy(const KvmSystem& kvm, const ConformanceOptions& o) {
     verdict(j, "wrong", fmt::format("UFFDIO_COPY failed: {}", errno_name(errno)));
     return j;
   }
-  std::string bad = finish(rig, page, kPattern, o);
-  verdict(j, bad.empty() ? "ok" : "wrong", bad.empty() ? "MISSING event, COPY, the vCPU read the data" : bad);
+  conclude(j, rig, page, kPattern, o, "MISSING event, COPY, the vCPU read the data");
   return j;
 }
 
