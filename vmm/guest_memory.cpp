@@ -4,10 +4,14 @@
 #include <linux/falloc.h>
 #include <linux/memfd.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
-#include <cerrno>
 #include <algorithm>
+#include <atomic>
+#include <cerrno>
 #include <charconv>
+#include <functional>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -129,6 +133,31 @@ GuestMemory GuestMemory::create(Backend backend, uint64_t size, const Vm* vm) {
 
 Mapping GuestMemory::map_alias() const { return map_shared(fd(), size_, backend_, "alias"); }
 
+namespace {
+
+// cachestat(2) (Linux 6.5): how many pages of [off, off + len) of `fd` are in
+// the page cache, or -1 where the kernel lacks it. Debian's 6.1 headers do not
+// declare it.
+struct CachestatRange {
+  uint64_t off, len;
+};
+struct Cachestat {
+  uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
+};
+constexpr long kSysCachestat = 451;  // x86-64
+
+int64_t cached_pages(int fd, uint64_t off, uint64_t len) {
+  static std::atomic<bool> missing{false};
+  if (missing) return -1;
+  CachestatRange range{off, len};
+  Cachestat cs{};
+  if (::syscall(kSysCachestat, fd, &range, &cs, 0) == 0) return static_cast<int64_t>(cs.nr_cache);
+  if (errno == ENOSYS || errno == EOPNOTSUPP) missing = true;
+  return -1;
+}
+
+}  // namespace
+
 std::vector<uint64_t> GuestMemory::allocated_chunks() const {
   constexpr uint64_t kChunk = 4096;
   uint64_t chunks = size_ / kChunk;
@@ -148,15 +177,37 @@ std::vector<uint64_t> GuestMemory::allocated_chunks() const {
     }
     return bits;
   }
-  std::vector<unsigned char> vec(chunks);
-  if (::mincore(primary(), size_, vec.data()) < 0) {
+  // mincore() looks each 4 KiB page up in the page cache: 12.7 ms for 1 GiB of
+  // guest_memfd here, most of a mostly-zero 1 GiB page's postcopy fault. For
+  // guest_memfd, cachestat() counts a whole range at once: empty and full
+  // ranges are settled in one call, and only mixed ones down to 2 MiB are
+  // handed to mincore().
+  bool ok = true;
+  auto by_mincore = [&](uint64_t from, uint64_t len) {
+    std::vector<unsigned char> vec(len / kChunk);
+    if (::mincore(primary() + from, len, vec.data()) < 0) return false;
+    for (uint64_t i = 0; i < vec.size(); i++)
+      if (vec[i] & 1) mark(from + i * kChunk, from + (i + 1) * kChunk);
+    return true;
+  };
+  std::function<void(uint64_t, uint64_t)> walk = [&](uint64_t from, uint64_t len) {
+    if (!ok) return;
+    int64_t cached = backend_ == Backend::Gmem ? cached_pages(fd(), from, len) : -1;
+    if (cached == 0) return;
+    if (cached == static_cast<int64_t>(len / kChunk)) return mark(from, from + len);
+    if (cached < 0 || len <= (2ULL << 20)) {
+      ok = by_mincore(from, len);
+      return;
+    }
+    walk(from, len / 2);
+    walk(from + len / 2, len - len / 2);
+  };
+  walk(0, size_);
+  if (!ok) {
     spdlog::warn("memory: mincore on {} failed ({}); every page will be read", backend_name(backend_),
                  describe_errno(errno));
     std::fill(bits.begin(), bits.end(), ~0ULL);
-    return bits;
   }
-  for (uint64_t c = 0; c < chunks; c++)
-    if (vec[c] & 1) bits[c / 64] |= 1ULL << (c % 64);
   return bits;
 }
 

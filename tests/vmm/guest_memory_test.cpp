@@ -71,6 +71,25 @@ TEST(GuestMemory, GmemPopulateFillsEveryPageWithZeros) {
   EXPECT_TRUE(std::all_of(span.begin(), span.end(), [](uint8_t b) { return b == 0; }));
 }
 
+TEST(GuestMemory, AllocatedChunksFindsExactlyTheWrittenGmemPages) {
+  if (!have_kvm()) GTEST_SKIP() << "no usable /dev/kvm: guest_memfd needs a VM";
+  vmm::KvmSystem kvm;
+  vmm::Vm vm(kvm);
+  if (vm.check_extension(KVM_CAP_GUEST_MEMFD_FLAGS) == 0)
+    GTEST_SKIP() << "kernel lacks KVM_CAP_GUEST_MEMFD_FLAGS (mmap-able guest_memfd)";
+  // Sparse, dense and mixed stretches, so that whole ranges and single pages are both settled.
+  GuestMemory mem = GuestMemory::create(Backend::Gmem, 64 << 20, &vm);
+  std::vector<uint64_t> written = {0, 1, 2, 511, 512, 4095, 8191, 16383};
+  for (uint64_t p = 4096; p < 4096 + 1024; p++) written.push_back(p);  // a full 4 MiB
+  vmm::Mapping alias = mem.map_alias();
+  for (uint64_t p : written) alias.data()[p * 4096] = 1;
+  std::vector<uint64_t> bits = mem.allocated_chunks();
+  for (uint64_t p = 0; p < mem.size() / 4096; p++) {
+    bool want = std::find(written.begin(), written.end(), p) != written.end();
+    ASSERT_EQ((bits[p / 64] >> (p % 64) & 1) != 0, want) << "page " << p;
+  }
+}
+
 TEST(GuestMemory, ShmemIsSealedAgainstResizing) {
   auto mem = GuestMemory::create(Backend::Shmem, 2 << 20, nullptr);
   EXPECT_NE(::ftruncate(mem.fd(), 1 << 20), 0) << "guest RAM must not shrink under KVM";
