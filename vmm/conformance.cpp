@@ -22,6 +22,7 @@
 #include "kvm.h"
 #include "kvm_uapi.h"
 #include "userfaultfd.h"
+#include "vcpu_thread.h"
 
 namespace vmm {
 
@@ -149,13 +150,6 @@ class Rig {
   }
 
  private:
-  static void install_kick_handler() {
-    struct sigaction sa {};
-    sa.sa_handler = [](int) {};
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGUSR1, &sa, nullptr);
-  }
-
   void run_vcpu() {
     try {
       while (!stop_) {

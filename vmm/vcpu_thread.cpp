@@ -9,9 +9,6 @@
 
 namespace vmm {
 
-namespace {
-
-// SIGUSR1 only interrupts KVM_RUN (no SA_RESTART): the handler does nothing.
 void install_kick_handler() {
   static bool installed = [] {
     struct sigaction sa {};
@@ -22,8 +19,6 @@ void install_kick_handler() {
   }();
   (void)installed;
 }
-
-}  // namespace
 
 VcpuThread::VcpuThread(Machine& machine, bool start_paused)
     : machine_(machine), state_(start_paused ? State::Paused : State::Running) {

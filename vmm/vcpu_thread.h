@@ -16,6 +16,11 @@ namespace vmm {
 
 class Machine;
 
+// SIGUSR1 only interrupts KVM_RUN (no SA_RESTART): a handler that does
+// nothing, installed once. A thread blocked in KVM_RUN is kicked out with
+// Vcpu::request_immediate_exit() and pthread_kill(SIGUSR1).
+void install_kick_handler();
+
 class VcpuThread {
  public:
   // Starts the thread; it runs the guest at once unless start_paused.
