@@ -10,9 +10,8 @@
 
 namespace {
 
+using test::have_kvm;
 using test::run_command;
-
-bool have_kvm() { return ::access("/dev/kvm", R_OK | W_OK) == 0; }
 
 std::string vmm_run(const std::string& args) {
   return fmt::format("{} run --kernel {} {}", VMM_BIN, GUEST_ELF, args);

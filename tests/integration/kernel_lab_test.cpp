@@ -20,9 +20,9 @@
 namespace {
 
 namespace fs = std::filesystem;
+using test::have_kvm;
 using test::run_command;
-
-bool have_kvm() { return ::access("/dev/kvm", R_OK | W_OK) == 0; }
+using test::slurp;
 
 nlohmann::json parse_json_output(const std::string& out) {
   auto begin = out.find('{');
@@ -86,11 +86,6 @@ std::vector<std::string> lab_kernels() {
   std::sort(out.begin(), out.end());
   if (out.size() > 2) out.resize(2);
   return out;
-}
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
 // step -> {result, detail} from the lab's steps.tsv

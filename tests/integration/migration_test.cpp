@@ -15,7 +15,9 @@
 
 namespace {
 
+using test::have_kvm;
 using test::run_command;
+using test::slurp;
 
 struct MigrationRun {
   int src_rc = -1, dst_rc = -1;
@@ -26,11 +28,6 @@ struct MigrationRun {
 uint16_t pick_port() {
   static std::mt19937 rng(static_cast<unsigned>(::getpid()));
   return static_cast<uint16_t>(20000 + rng() % 20000);
-}
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
 // Starts `vmm receive` in the background, then the source; waits for both.
@@ -59,8 +56,6 @@ MigrationRun migrate(const std::string& src_args, const std::string& dst_args, c
   std::remove((dir + "report.json").c_str());
   return m;
 }
-
-bool have_kvm() { return ::access("/dev/kvm", R_OK | W_OK) == 0; }
 
 class Hugepages {
  public:
@@ -282,13 +277,18 @@ TEST(TwoHosts, MigratesBetweenNamespacesAndCleansUp) {
 namespace {
 
 // The lab's one command: floors, a migration, the table and the plots.
+// tools/lab.py --quick --no-qemu with `args` into `out`: its exit and results.md.
+std::pair<test::ProcessResult, std::string> quick_lab(const std::string& args, const std::string& out) {
+  auto r = run_command(fmt::format("python3 {}/lab.py --quick --no-qemu {} --out {}", TOOLS_DIR, args, out), 240);
+  return {r, slurp(out + "/results.md")};
+}
+
 TEST(Lab, QuickRunWritesTableAndPlots) {
   if (!have_kvm()) GTEST_SKIP() << "no usable /dev/kvm on this host";
   if (!test::have_program("gnuplot")) GTEST_SKIP() << "gnuplot is not installed (tools/install-deps.sh installs it)";
   std::string out = ::testing::TempDir() + "lab";
-  auto r = run_command(fmt::format("python3 {}/lab.py --quick --no-qemu --out {}", TOOLS_DIR, out), 240);
+  auto [r, md] = quick_lab("", out);
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  std::string md = slurp(out + "/results.md");
   EXPECT_NE(md.find("| gmem-to-shmem-postcopy-16M | 4 KiB |"), std::string::npos) << md;
   EXPECT_NE(md.find("VERIFY OK"), std::string::npos) << md;
   EXPECT_NE(md.find("tcp_rtt_4k p50"), std::string::npos) << md;
@@ -301,11 +301,8 @@ TEST(Lab, ShapedLinkMeasuresFloorsAcrossTheSameLink) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root for ip netns and tc";
   if (!test::have_program("ip")) GTEST_SKIP() << "iproute2 (ip) is not installed";
   if (!test::have_program("gnuplot")) GTEST_SKIP() << "gnuplot is not installed (tools/install-deps.sh installs it)";
-  std::string out = ::testing::TempDir() + "lab-veth";
-  auto r = run_command(
-      fmt::format("python3 {}/lab.py --quick --no-qemu --links veth:rate=2000:rtt=2 --out {}", TOOLS_DIR, out), 240);
+  auto [r, md] = quick_lab("--links veth:rate=2000:rtt=2", ::testing::TempDir() + "lab-veth");
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  std::string md = slurp(out + "/results.md");
   EXPECT_NE(md.find("| gmem-to-shmem-postcopy-16M-veth-rate2000-rtt2 | 4 KiB |"), std::string::npos) << md;
   EXPECT_NE(md.find("VERIFY OK"), std::string::npos) << md;
   // The floors crossed the link: a 4 KiB round trip cannot beat its 2 ms RTT.

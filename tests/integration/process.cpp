@@ -1,9 +1,12 @@
 #include "process.h"
 
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <array>
 #include <cstdio>
+#include <fstream>
+#include <iterator>
 
 #include <fmt/format.h>
 
@@ -24,6 +27,13 @@ ProcessResult run_command(const std::string& command, int timeout_seconds) {
 
 bool have_program(const std::string& name) {
   return run_command(fmt::format("sh -c 'command -v {} >/dev/null'", name), 10).exit_code == 0;
+}
+
+bool have_kvm() { return ::access("/dev/kvm", R_OK | W_OK) == 0; }
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
 }  // namespace test

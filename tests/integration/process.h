@@ -1,4 +1,5 @@
-// Runs a command for the integration tests and captures what it printed.
+// Runs a command for the integration tests and captures what it printed; the
+// small helpers every integration test needs.
 #pragma once
 
 #include <string>
@@ -14,5 +15,11 @@ struct ProcessResult {
 ProcessResult run_command(const std::string& command, int timeout_seconds = 120);
 
 bool have_program(const std::string& name);
+
+// /dev/kvm can be opened read-write.
+bool have_kvm();
+
+// A file's whole text ("" if it cannot be read).
+std::string slurp(const std::string& path);
 
 }  // namespace test
