@@ -181,6 +181,8 @@ uint64_t PageStates::complete_pages(const PagesView& v, uint32_t flags, bool who
     uint64_t q = p + 1;
     while (q < last && (!whole || mine[q - first])) q++;
     for (uint64_t i = p; i < q; i++) state_[i].store(static_cast<uint8_t>(PageState::Present));
+    // Push frames arrive on the thread that starts and stops the mapper, so
+    // reading mapper_ here races with nothing; urgent frames never read it.
     if ((flags & kPagesUrgent) || !mapper_.joinable()) {
       install_pages(p, q - p);  // requested: the faulting vCPU waits for exactly this
       if (metrics_) metrics_->pages_done(p, q, t_received, Clock::now());
