@@ -111,8 +111,10 @@ TEST_P(MigrationMatrix, GuestVerifiesOnTheDestination) {
   // KVM refuses dirty logging on a KVM_MEM_GUEST_MEMFD slot: hybrid from gmem binds by hva.
   if (std::string(c.src) == "gmem" && mode == "hybrid") src += " --gmem-bind hva";
   // A freshly reserved 1 GiB page is cold in the outer hypervisor: the
-  // destination's pre-population alone takes seconds, so that guest runs longer.
-  MigrationRun m = migrate(src, fmt::format("--memory {} --uffd-mode {}", dst, c.uffd), one_gig ? "workload=touch size=8 seconds=6" : kGuest);
+  // destination's pre-population alone took up to 10 s (a page the kernel had
+  // to compact memory for), so that guest runs long enough to still be there.
+  MigrationRun m = migrate(src, fmt::format("--memory {} --uffd-mode {}", dst, c.uffd),
+                           one_gig ? "workload=touch size=8 seconds=14" : kGuest);
   ASSERT_EQ(m.src_rc, 0) << m.src << "\n--- destination:\n" << m.dst;
   ASSERT_EQ(m.dst_rc, 0) << m.dst;
   EXPECT_NE(m.dst.find("VERIFY OK pages=2048"), std::string::npos) << m.dst;
