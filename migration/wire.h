@@ -51,6 +51,11 @@ struct FrameHeader {
 };
 
 uint32_t crc32c(uint32_t crc, std::span<const uint8_t> data);
+// The CRC32C of A followed by B, from crc32c(0, A), crc32c(0, B) and B's
+// length: lets a sender checksum page data where it lies, chunk by chunk.
+uint32_t crc32c_combine(uint32_t crc1, uint32_t crc2, uint64_t len2);
+// A byte-at-a-time reference, for tests of the fast one.
+uint32_t crc32c_bytewise(uint32_t crc, std::span<const uint8_t> data);
 
 // The header for `payload`, CRC filled in (send it, then the payload).
 std::array<uint8_t, kHeaderSize> make_header(FrameType type, uint32_t flags, std::span<const uint8_t> payload);
