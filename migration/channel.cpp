@@ -34,6 +34,24 @@ void Channel::send(FrameType type, uint32_t flags, std::span<const uint8_t> payl
   bytes_sent_ += header.size() + payload.size();
 }
 
+void Channel::send_gather(FrameType type, uint32_t flags, std::span<const uint8_t> prefix,
+                          const std::vector<std::span<const uint8_t>>& data, uint64_t data_bytes,
+                          uint32_t data_crc) {
+  uint64_t length = prefix.size() + data_bytes;
+  auto header = make_header(type, flags, length, crc32c_combine(crc32c(0, prefix), data_crc, data_bytes));
+  std::vector<asio::const_buffer> bufs;
+  bufs.reserve(2 + data.size());
+  bufs.push_back(asio::buffer(header));
+  bufs.push_back(asio::buffer(prefix.data(), prefix.size()));
+  for (auto run : data) bufs.push_back(asio::buffer(run.data(), run.size()));
+  std::lock_guard lock(send_mutex_);
+  boost::system::error_code ec;
+  asio::write(socket_, bufs, ec);
+  if (ec)
+    throw ConnectionError(fmt::format("sending {} to {} failed: {}", frame_type_name(type), peer_, ec.message()));
+  bytes_sent_ += header.size() + length;
+}
+
 FrameHeader Channel::receive_header(std::array<uint8_t, kHeaderSize>& raw) {
   if (receive_timeout_.count() > 0) {
     pollfd pfd{socket_.native_handle(), POLLIN, 0};

@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <span>
 #include <vector>
 
 #include "wire.h"
@@ -32,6 +33,11 @@ class Channel {
   Channel(boost::asio::ip::tcp::socket socket, std::string peer);
 
   void send(FrameType type, uint32_t flags, std::span<const uint8_t> payload);
+  // Sends a payload made of `prefix` then the `data` runs, straight from where
+  // they lie (one writev, no copy); `data_crc` is crc32c(0, data runs). The
+  // data must not change until this returns.
+  void send_gather(FrameType type, uint32_t flags, std::span<const uint8_t> prefix,
+                   const std::vector<std::span<const uint8_t>>& data, uint64_t data_bytes, uint32_t data_crc);
   // Blocks for the next frame; throws ConnectionError when the peer is gone and
   // ProtocolError for a malformed frame.
   Frame receive();

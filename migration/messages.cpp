@@ -177,14 +177,16 @@ bool chunk_is_zero(const uint8_t* p) {
   return acc == 0;
 }
 
-std::vector<uint8_t> encode_pages_bounded(uint64_t offset, uint32_t max_count, uint32_t align, const uint8_t* mem,
-                                          const std::vector<uint64_t>* dest_nonzero,
-                                          const std::vector<uint64_t>* allocated, PagesStats& stats,
-                                          uint32_t& count, std::vector<uint64_t>* record_nonzero) {
+PagesGather plan_pages_bounded(uint64_t offset, uint32_t max_count, uint32_t align, const uint8_t* mem,
+                               const std::vector<uint64_t>* dest_nonzero, const std::vector<uint64_t>* allocated,
+                               PagesStats& stats, std::vector<uint64_t>* record_nonzero, bool checksum) {
   enum : uint8_t { kSkip, kData, kZero };
   std::vector<uint8_t> cls;
   cls.reserve(max_count);
   uint32_t ndata = 0, end = 0;
+  // The data's CRC is taken chunk by chunk while the chunk is still in cache
+  // from the zero check; `crc_at_end` is the CRC up to the last page boundary.
+  uint32_t crc = 0, crc_at_end = 0;
   for (uint32_t i = 0; i < max_count; i++) {
     const uint8_t* c = mem + offset + uint64_t{i} * kChunk;
     uint64_t global = offset / kChunk + i;
@@ -194,34 +196,60 @@ std::vector<uint8_t> encode_pages_bounded(uint64_t offset, uint32_t max_count, u
     else if (dest_nonzero && ((*dest_nonzero)[global / 64] >> (global % 64) & 1)) k = kZero;
     if (k == kData && ndata == kMaxDataChunksPerFrame) break;
     cls.push_back(k);
-    ndata += k == kData;
-    if ((i + 1) % align == 0) end = i + 1;
+    if (k == kData) {
+      ndata++;
+      if (checksum) crc = crc32c(crc, {c, kChunk});
+    }
+    if ((i + 1) % align == 0) end = i + 1, crc_at_end = crc;
   }
-  if (cls.size() == max_count || end == 0) end = static_cast<uint32_t>(cls.size());
-  count = end;
-  size_t words = (count + 63) / 64;
+  if (cls.size() == max_count || end == 0) end = static_cast<uint32_t>(cls.size()), crc_at_end = crc;
+  PagesGather g;
+  g.count = end;
+  g.data_crc = crc_at_end;
+  size_t words = (g.count + 63) / 64;
   std::vector<uint64_t> data_bits(words), zero_bits(words);
-  uint32_t data_in_frame = 0;
-  for (uint32_t i = 0; i < count; i++) {
-    if (cls[i] == kData) data_bits[i / 64] |= 1ULL << (i % 64), data_in_frame++;
-    else if (cls[i] == kZero) zero_bits[i / 64] |= 1ULL << (i % 64), stats.zero_markers++;
-    else stats.skipped++;
+  for (uint32_t i = 0; i < g.count; i++) {
+    if (cls[i] == kData) {
+      data_bits[i / 64] |= 1ULL << (i % 64);
+      stats.data++;
+      const uint8_t* c = mem + offset + uint64_t{i} * kChunk;
+      if (!g.data.empty() && g.data.back().data() + g.data.back().size() == c)
+        g.data.back() = {g.data.back().data(), g.data.back().size() + kChunk};
+      else
+        g.data.push_back({c, kChunk});
+      g.data_bytes += kChunk;
+    } else if (cls[i] == kZero) {
+      zero_bits[i / 64] |= 1ULL << (i % 64), stats.zero_markers++;
+    } else {
+      stats.skipped++;
+    }
     if (!record_nonzero) continue;
     uint64_t global = offset / kChunk + i, bit = 1ULL << (global % 64);
     auto& word = (*record_nonzero)[global / 64];
     word = cls[i] == kData ? word | bit : word & ~bit;  // zero markers cleared it; skipped ones were zero
   }
-  stats.data += data_in_frame;
   ByteWriter w;
-  w.buffer().reserve(16 + words * 16 + data_in_frame * kChunk);
+  w.buffer().reserve(16 + words * 16);
   w.u64(offset);
-  w.u32(count);
+  w.u32(g.count);
   w.u32(0);
   for (uint64_t x : data_bits) w.u64(x);
   for (uint64_t x : zero_bits) w.u64(x);
-  for (uint32_t i = 0; i < count; i++)
-    if (cls[i] == kData) w.bytes({mem + offset + uint64_t{i} * kChunk, kChunk});
-  return std::move(w.buffer());
+  g.prefix = std::move(w.buffer());
+  return g;
+}
+
+std::vector<uint8_t> encode_pages_bounded(uint64_t offset, uint32_t max_count, uint32_t align, const uint8_t* mem,
+                                          const std::vector<uint64_t>* dest_nonzero,
+                                          const std::vector<uint64_t>* allocated, PagesStats& stats,
+                                          uint32_t& count, std::vector<uint64_t>* record_nonzero) {
+  PagesGather g =
+      plan_pages_bounded(offset, max_count, align, mem, dest_nonzero, allocated, stats, record_nonzero, false);
+  count = g.count;
+  std::vector<uint8_t> payload = std::move(g.prefix);
+  payload.reserve(payload.size() + g.data_bytes);
+  for (auto run : g.data) payload.insert(payload.end(), run.begin(), run.end());
+  return payload;
 }
 
 std::vector<uint8_t> encode_pages(uint64_t offset, uint32_t count, const uint8_t* mem,

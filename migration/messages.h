@@ -122,6 +122,22 @@ std::vector<uint8_t> encode_pages_bounded(uint64_t offset, uint32_t max_count, u
                                           const std::vector<uint64_t>* dest_nonzero,
                                           const std::vector<uint64_t>* allocated, PagesStats& stats,
                                           uint32_t& count, std::vector<uint64_t>* record_nonzero = nullptr);
+// The same frame described instead of copied: the payload is `prefix`
+// followed by the `data` runs, which point into `mem`. With `checksum`,
+// `data_crc` is crc32c(0, data runs), taken while each chunk is in cache from
+// its zero check. Only for memory that cannot change until the frame is sent
+// (postcopy: the source's vCPUs are stopped); see Channel::send_gather.
+struct PagesGather {
+  std::vector<uint8_t> prefix;
+  std::vector<std::span<const uint8_t>> data;  // adjacent data chunks join into one run
+  uint64_t data_bytes = 0;
+  uint32_t data_crc = 0;
+  uint32_t count = 0;  // chunks covered
+};
+PagesGather plan_pages_bounded(uint64_t offset, uint32_t max_count, uint32_t align, const uint8_t* mem,
+                               const std::vector<uint64_t>* dest_nonzero, const std::vector<uint64_t>* allocated,
+                               PagesStats& stats, std::vector<uint64_t>* record_nonzero = nullptr,
+                               bool checksum = true);
 // Parses and bounds-checks a Pages payload against the guest memory size.
 PagesView decode_pages(std::span<const uint8_t> p, uint64_t mem_size);
 // The part of a Pages payload before its data: {offset, count, reserved} and

@@ -57,6 +57,7 @@ class Source {
   void precopy();
   uint64_t send_chunks(const std::vector<uint64_t>& bits, const std::vector<uint64_t>* allocated = nullptr);
   std::vector<uint64_t> missing_pages(const std::vector<uint64_t>& final_dirty) const;
+  void map_guest_memory_for_reading();
   void switchover(SourceReport& report);
 
   vmm::Machine& machine_;

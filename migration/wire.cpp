@@ -134,17 +134,20 @@ uint32_t crc32c_bytewise(uint32_t crc, std::span<const uint8_t> data) {
 uint32_t crc32c_combine(uint32_t crc1, uint32_t crc2, uint64_t len2) { return multmodp(x8nmodp(len2), crc1) ^ crc2; }
 
 std::array<uint8_t, kHeaderSize> make_header(FrameType type, uint32_t flags, std::span<const uint8_t> payload) {
-  if (payload.size() > kMaxPayload)
+  return make_header(type, flags, payload.size(), crc32c(0, payload));
+}
+
+std::array<uint8_t, kHeaderSize> make_header(FrameType type, uint32_t flags, uint64_t length, uint32_t payload_crc) {
+  if (length > kMaxPayload)
     throw ProtocolError(fmt::format("{} payload of {} bytes exceeds the {} byte limit", frame_type_name(type),
-                                    payload.size(), kMaxPayload));
+                                    length, kMaxPayload));
   std::array<uint8_t, kHeaderSize> h{};
   put_le(h.data() + 0, kMagic, 4);
   put_le(h.data() + 4, kVersion, 2);
   put_le(h.data() + 6, static_cast<uint16_t>(type), 2);
   put_le(h.data() + 8, flags, 4);
-  put_le(h.data() + 12, payload.size(), 4);
-  uint32_t crc = crc32c(crc32c(0, h), payload);
-  put_le(h.data() + 16, crc, 4);
+  put_le(h.data() + 12, length, 4);
+  put_le(h.data() + 16, crc32c_combine(crc32c(0, h), payload_crc, length), 4);
   return h;
 }
 

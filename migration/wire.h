@@ -59,6 +59,9 @@ uint32_t crc32c_bytewise(uint32_t crc, std::span<const uint8_t> data);
 
 // The header for `payload`, CRC filled in (send it, then the payload).
 std::array<uint8_t, kHeaderSize> make_header(FrameType type, uint32_t flags, std::span<const uint8_t> payload);
+// The same from the payload's length and crc32c(0, payload), for a payload
+// that is sent from where it lies rather than from one buffer.
+std::array<uint8_t, kHeaderSize> make_header(FrameType type, uint32_t flags, uint64_t length, uint32_t payload_crc);
 // Encodes header + payload into one buffer (CRC filled in).
 std::vector<uint8_t> encode_frame(FrameType type, uint32_t flags, std::span<const uint8_t> payload);
 // Validates magic, version, type and length bound; does not check the CRC.

@@ -211,6 +211,38 @@ std::vector<uint64_t> GuestMemory::allocated_chunks() const {
   return bits;
 }
 
+uint64_t GuestMemory::map_for_reading(const std::vector<uint64_t>& allocated) const {
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+  constexpr uint64_t kChunk = 4096;
+  uint64_t chunks = size_ / kChunk, mapped = 0;
+  auto is_set = [&](uint64_t c) { return c < chunks && (allocated[c / 64] >> (c % 64) & 1); };
+  for (uint64_t c = 0; c < chunks;) {
+    if (allocated[c / 64] == 0 && c % 64 == 0) {
+      c += 64;
+      continue;
+    }
+    if (!is_set(c)) {
+      c++;
+      continue;
+    }
+    uint64_t run = c;
+    while (is_set(run)) run++;
+    uint64_t len = (run - c) * kChunk;
+    if (::madvise(primary() + c * kChunk, len, MADV_POPULATE_READ) != 0) {
+      const int err = errno;
+      throw_errno(fmt::format("madvise(MADV_POPULATE_READ, {} of {})", format_size(len), backend_name(backend_)),
+                  err == ENOSYS   ? "the kernel has no madvise() (CONFIG_ADVISE_SYSCALLS)"
+                  : err == EINVAL ? "the kernel predates MADV_POPULATE_READ (5.14)"
+                                    : "");
+    }
+    mapped += len;
+    c = run;
+  }
+  return mapped;
+}
+
 void GuestMemory::populate() const {
   if (backend_ == Backend::Gmem) {
     // A guest_memfd folio that fallocate() created is not marked up to date:

@@ -1,9 +1,13 @@
 // The wire format and message codecs, including malformed and hostile input.
 #include <cstring>
 #include <random>
+#include <thread>
 
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
 #include <gtest/gtest.h>
 
+#include "channel.h"
 #include "messages.h"
 #include "wire.h"
 
@@ -168,6 +172,44 @@ TEST(Messages, EncoderRecordsWhatTheDestinationHoldsAfterTheFrame) {
   EXPECT_EQ(n, 4u);
   EXPECT_EQ(st.zero_markers, 2u);
   EXPECT_EQ(nonzero[0], 0b0100u) << "zero markers clear, data sets, skipped stays clear";
+}
+
+// The page server sends frames from guest memory (prefix, then runs of data
+// chunks, CRC taken during the zero check). What arrives must be the very
+// frame the copying encoder builds, checksum included, also when the data
+// limit ends the frame early at a page boundary (here 3 pages of 300 chunks).
+TEST(Messages, GatheredPagesFrameArrivesAsTheCopiedOne) {
+  constexpr uint32_t kChunks = 1100;
+  std::vector<uint8_t> mem(kChunks * kChunk);
+  for (size_t i = 0; i < mem.size(); i++) mem[i] = static_cast<uint8_t>(i * 131 + 17);
+  std::memset(mem.data() + 5 * kChunk, 0, 2 * kChunk);  // two zero chunks: the data comes in two runs
+  std::vector<uint64_t> dest_nonzero((kChunks + 63) / 64, ~0ULL);
+  PagesStats st_copy, st_gather;
+  uint32_t n = 0;
+  auto copied = encode_pages_bounded(0, kChunks, 300, mem.data(), &dest_nonzero, nullptr, st_copy, n);
+  PagesGather g = plan_pages_bounded(0, kChunks, 300, mem.data(), &dest_nonzero, nullptr, st_gather);
+  EXPECT_EQ(n, 900u);
+  EXPECT_EQ(g.count, 900u);
+  EXPECT_EQ(g.data.size(), 2u) << "adjacent data chunks join into runs";
+  EXPECT_EQ(st_gather.zero_markers, 2u);
+  EXPECT_EQ(g.data_bytes, 898u * kChunk);
+
+  boost::asio::io_context io;
+  using boost::asio::ip::tcp;
+  tcp::acceptor acceptor(io, tcp::endpoint(boost::asio::ip::make_address("127.0.0.1"), 0));
+  tcp::socket a(io), b(io);
+  a.connect(acceptor.local_endpoint());
+  acceptor.accept(b);
+  Channel tx(std::move(a), "rx"), rx(std::move(b), "tx");
+  std::thread sender([&] { tx.send_gather(FrameType::Pages, 0, g.prefix, g.data, g.data_bytes, g.data_crc); });
+  Frame f = rx.receive();  // verifies the CRC
+  sender.join();
+  EXPECT_EQ(f.payload, copied);
+
+  g.data_crc ^= 1;  // a wrong data CRC must not pass
+  std::thread bad([&] { tx.send_gather(FrameType::Pages, 0, g.prefix, g.data, g.data_bytes, g.data_crc); });
+  EXPECT_THROW(rx.receive(), ProtocolError);
+  bad.join();
 }
 
 TEST(Messages, PagesOutsideGuestMemoryAreRefused) {

@@ -1,6 +1,7 @@
 // Guest RAM backends: alias views, sizes, population and their errors.
 #include "guest_memory.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -14,6 +15,7 @@
 #include "hugepages.h"
 #include "kvm.h"
 #include "kvm_uapi.h"
+#include "unique_fd.h"
 
 namespace {
 
@@ -87,6 +89,36 @@ TEST(GuestMemory, AllocatedChunksFindsExactlyTheWrittenGmemPages) {
   for (uint64_t p = 0; p < mem.size() / 4096; p++) {
     bool want = std::find(written.begin(), written.end(), p) != written.end();
     ASSERT_EQ((bits[p / 64] >> (p % 64) & 1) != 0, want) << "page " << p;
+  }
+}
+
+// Whether `addr` has a page-table entry in this process (/proc/self/pagemap bit 63).
+bool pte_present(const uint8_t* addr) {
+  vmm::UniqueFd pm(::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC));
+  uint64_t entry = 0;
+  auto off = static_cast<off_t>(reinterpret_cast<uintptr_t>(addr) / 4096 * 8);
+  if (!pm || ::pread(pm.get(), &entry, 8, off) != 8) throw std::runtime_error("cannot read /proc/self/pagemap");
+  return entry >> 63 & 1;
+}
+
+// The pages a guest wrote through another view (here the alias, as KVM does
+// for a guest_memfd bound by fd) get entries in the primary view, and only
+// those: the unwritten ones stay holes.
+TEST(GuestMemory, MapForReadingMapsExactlyTheAllocatedChunks) {
+  if (!have_kvm()) GTEST_SKIP() << "no usable /dev/kvm: guest_memfd needs a VM";
+  vmm::KvmSystem kvm;
+  vmm::Vm vm(kvm);
+  if (vm.check_extension(KVM_CAP_GUEST_MEMFD_FLAGS) == 0)
+    GTEST_SKIP() << "kernel lacks KVM_CAP_GUEST_MEMFD_FLAGS (mmap-able guest_memfd)";
+  GuestMemory mem = GuestMemory::create(Backend::Gmem, 8 << 20, &vm);
+  vmm::Mapping alias = mem.map_alias();
+  std::vector<uint64_t> written = {0, 1, 63, 64, 65, 700, 2047};
+  for (uint64_t p : written) alias.data()[p * 4096] = 1;
+  for (uint64_t p : written) ASSERT_FALSE(pte_present(mem.primary() + p * 4096)) << "page " << p;
+  EXPECT_EQ(mem.map_for_reading(mem.allocated_chunks()), written.size() * 4096);
+  for (uint64_t p = 0; p < mem.size() / 4096; p++) {
+    bool want = std::find(written.begin(), written.end(), p) != written.end();
+    ASSERT_EQ(pte_present(mem.primary() + p * 4096), want) << "page " << p;
   }
 }
 
