@@ -49,12 +49,15 @@ void Destination::write_report() {
              "\n=== postcopy summary: {} -> {} ({} pages), mode {}, userfaultfd {} ===\n"
              "  faults {:>8}   latency us  p50 {:.0f}  p90 {:.0f}  p99 {:.0f}  max {:.0f}  mean {:.0f}\n"
              "  per fault (p50 us): read->request {:.0f}, request->data {:.0f}, data->mapped {:.0f} ({})\n"
+             "  by path: requested {} (p50 {:.0f}, p99 {:.0f} us); already in flight on the push {} (p50 {:.0f}, p99 {:.0f} us)\n"
              "  vCPU blocked {:.2f} ms; pages requested {}, pushed {}; zero 4 KiB chunks skipped {}\n"
              "  precopy rounds {}; downtime {:.2f} ms (source {:.2f} + destination {:.2f}); total {:.0f} ms\n\n",
              hello_.src_backend, vmm::backend_name(options_.backend), vmm::format_size(pages_->page_size()),
              mode_name(hello_.mode), uffd_ ? vmm::uffd_mode_name(options_.uffd_mode) : "none", s.faults, s.p50_us, s.p90_us, s.p99_us, s.max_us, s.mean_us, s.request_us_p50,
              s.network_us_p50, s.continue_us_p50,
-             options_.uffd_mode == vmm::UffdMode::Minor ? "UFFDIO_CONTINUE" : "UFFDIO_COPY", s.blocked_ms, s.pages_requested, pages_->pages_pushed(),
+             options_.uffd_mode == vmm::UffdMode::Minor ? "UFFDIO_CONTINUE" : "UFFDIO_COPY", s.requested.faults,
+             s.requested.p50_us, s.requested.p99_us, s.in_flight.faults, s.in_flight.p50_us, s.in_flight.p99_us,
+             s.blocked_ms, s.pages_requested, pages_->pages_pushed(),
              pages_->chunks_skipped(), rounds_, downtime_ms, source_stop_ms_, restore_ms_, total_ms);
   if (options_.report_path.empty()) return;
   std::ofstream out(options_.report_path);

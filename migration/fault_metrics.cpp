@@ -35,8 +35,8 @@ void FaultMetrics::pages_done(uint64_t first, uint64_t last, Clock::time_point t
     auto it = pending_.find(page);
     if (it == pending_.end()) continue;
     for (const Waiter& w : it->second.waiters) {
-      Clock::time_point sent = it->second.t_sent == Clock::time_point{} ? w.t_read : it->second.t_sent;
-      done_.push_back({w.t_read, sent, t_received, t_done, w.tid});
+      bool requested = it->second.t_sent != Clock::time_point{};
+      done_.push_back({w.t_read, requested ? it->second.t_sent : w.t_read, t_received, t_done, w.tid, requested});
     }
     pending_.erase(it);
   }
@@ -52,12 +52,13 @@ FaultMetrics::Summary FaultMetrics::summarize() const {
   Summary s;
   s.faults = done_.size();
   s.pages_requested = requested_;
-  std::vector<double> lat, req, net, cont;
+  std::vector<double> lat, req, net, cont, by_path[2];
   Clock::time_point first = done_.empty() ? Clock::time_point{} : done_.front().t_read;
   for (const Done& d : done_) first = std::min(first, d.t_read);
   for (const Done& d : done_) {
     double l = us(d.t_read, d.t_done);
     lat.push_back(l);
+    by_path[d.requested].push_back(l);
     req.push_back(us(d.t_read, d.t_sent));
     net.push_back(us(d.t_sent, d.t_received));
     cont.push_back(us(d.t_received, d.t_done));
@@ -75,6 +76,12 @@ FaultMetrics::Summary FaultMetrics::summarize() const {
   s.request_us_p50 = percentile(req, 0.5);
   s.network_us_p50 = percentile(net, 0.5);
   s.continue_us_p50 = percentile(cont, 0.5);
+  auto path = [](const std::vector<double>& v) {
+    return Summary::Path{v.size(), percentile(v, 0.5), percentile(v, 0.99),
+                         v.empty() ? 0 : *std::max_element(v.begin(), v.end())};
+  };
+  s.requested = path(by_path[1]);
+  s.in_flight = path(by_path[0]);
   return s;
 }
 
@@ -84,6 +91,10 @@ nlohmann::ordered_json to_json(const FaultMetrics::Summary& s) {
   j["latency_us"] = {{"p50", s.p50_us}, {"p90", s.p90_us}, {"p99", s.p99_us}, {"max", s.max_us}, {"mean", s.mean_us}};
   j["latency_breakdown_us_p50"] = {
       {"read_to_request", s.request_us_p50}, {"request_to_data", s.network_us_p50}, {"data_to_mapped", s.continue_us_p50}};
+  auto path = [](const FaultMetrics::Summary::Path& p) {
+    return nlohmann::ordered_json{{"faults", p.faults}, {"p50", p.p50_us}, {"p99", p.p99_us}, {"max", p.max_us}};
+  };
+  j["latency_by_path_us"] = {{"requested", path(s.requested)}, {"in_flight_on_push", path(s.in_flight)}};
   j["vcpu_blocked_ms"] = s.blocked_ms;
   nlohmann::ordered_json by_thread = nlohmann::ordered_json::object();
   for (const auto& [tid, ms] : s.blocked_ms_by_thread) by_thread[std::to_string(tid)] = ms;

@@ -35,6 +35,14 @@ class FaultMetrics {
     uint64_t pages_requested = 0;
     double p50_us = 0, p90_us = 0, p99_us = 0, max_us = 0, mean_us = 0;
     double request_us_p50 = 0, network_us_p50 = 0, continue_us_p50 = 0;  // read->sent, sent->data, data->mapped
+    // The two ways a fault ends: its page was requested on the urgent
+    // connection, or it was already in flight on the push (claimed by a
+    // frame being received), so the fault waited for that frame instead.
+    struct Path {
+      uint64_t faults = 0;
+      double p50_us = 0, p99_us = 0, max_us = 0;
+    };
+    Path requested, in_flight;
     double blocked_ms = 0;                                                 // summed over vCPU threads
     std::map<uint32_t, double> blocked_ms_by_thread;
     std::vector<std::pair<double, double>> timeline;                      // (ms since first fault, latency us)
@@ -53,6 +61,7 @@ class FaultMetrics {
   struct Done {
     Clock::time_point t_read, t_sent, t_received, t_done;
     uint32_t tid;
+    bool requested;
   };
   mutable std::mutex mutex_;
   std::unordered_map<uint64_t, Pending> pending_;
