@@ -179,7 +179,8 @@ bool chunk_is_zero(const uint8_t* p) {
 
 PagesGather plan_pages_bounded(uint64_t offset, uint32_t max_count, uint32_t align, const uint8_t* mem,
                                const std::vector<uint64_t>* dest_nonzero, const std::vector<uint64_t>* allocated,
-                               PagesStats& stats, std::vector<uint64_t>* record_nonzero, bool checksum) {
+                               PagesStats& stats, std::vector<uint64_t>* record_nonzero, bool checksum,
+                               uint32_t max_data) {
   enum : uint8_t { kSkip, kData, kZero };
   std::vector<uint8_t> cls;
   cls.reserve(max_count);
@@ -194,7 +195,7 @@ PagesGather plan_pages_bounded(uint64_t offset, uint32_t max_count, uint32_t ali
     uint8_t k = kSkip;
     if (maybe_data && !chunk_is_zero(c)) k = kData;
     else if (dest_nonzero && ((*dest_nonzero)[global / 64] >> (global % 64) & 1)) k = kZero;
-    if (k == kData && ndata == kMaxDataChunksPerFrame) break;
+    if (k == kData && ndata == max_data) break;
     cls.push_back(k);
     if (k == kData) {
       ndata++;

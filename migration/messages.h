@@ -137,7 +137,7 @@ struct PagesGather {
 PagesGather plan_pages_bounded(uint64_t offset, uint32_t max_count, uint32_t align, const uint8_t* mem,
                                const std::vector<uint64_t>* dest_nonzero, const std::vector<uint64_t>* allocated,
                                PagesStats& stats, std::vector<uint64_t>* record_nonzero = nullptr,
-                               bool checksum = true);
+                               bool checksum = true, uint32_t max_data = kMaxDataChunksPerFrame);
 // Parses and bounds-checks a Pages payload against the guest memory size.
 PagesView decode_pages(std::span<const uint8_t> p, uint64_t mem_size);
 // The part of a Pages payload before its data: {offset, count, reserved} and
