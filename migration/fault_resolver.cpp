@@ -56,11 +56,14 @@ void FaultResolver::handle(const uffd_msg& msg, std::vector<uint64_t>& batch) {
   if (page >= pages_.npages())
     throw vmm::Error(fmt::format("userfaultfd reported a fault at offset {:#x}, outside guest RAM", addr));
   metrics_.fault_read(page, t, msg.arg.pagefault.feat.ptid);
-  if (pages_.try_mark_requested(page)) {
+  // Whatever frame completes this page maps it at once, also a push frame
+  // that had it in flight when the fault came (mapping waits no queue).
+  bool present = pages_.mark_wanted(page);
+  if (!present && pages_.try_mark_requested(page)) {
     batch.push_back(page);
     return;
   }
-  if (pages_.state(page) != PageState::Present) return;  // requested already: its arrival wakes us all
+  if (pages_.state(page) != PageState::Present) return;  // requested or in flight: its arrival wakes us all
   // Present but not yet mapped for this thread (a completion is racing us): map it here.
   pages_.install_pages(page, 1);
   metrics_.page_done(page, t, Clock::now());

@@ -21,8 +21,9 @@ PageStates::PageStates(uint8_t* primary, uint8_t* alias, uint8_t* staging, uint6
       mem_size_(mem_size),
       page_size_(page_size),
       npages_(mem_size / page_size),
-      state_(new std::atomic<uint8_t>[npages_]) {
-  for (uint64_t p = 0; p < npages_; p++) state_[p] = static_cast<uint8_t>(PageState::Missing);
+      state_(new std::atomic<uint8_t>[npages_]),
+      wanted_(new std::atomic<uint8_t>[npages_]) {
+  for (uint64_t p = 0; p < npages_; p++) state_[p] = static_cast<uint8_t>(PageState::Missing), wanted_[p] = 0;
 }
 
 PageStates::~PageStates() {
@@ -85,6 +86,15 @@ void PageStates::begin_postcopy(const std::vector<uint64_t>& missing, const vmm:
 bool PageStates::try_mark_requested(uint64_t page) {
   auto expected = static_cast<uint8_t>(PageState::Missing);
   return state_[page].compare_exchange_strong(expected, static_cast<uint8_t>(PageState::Requested));
+}
+
+// Sequentially consistent on both sides: the fault stores `wanted` then loads
+// the state; a completion stores Present then loads `wanted`. At least one
+// of them sees the other, so the page is mapped at once (twice at worst,
+// which EEXIST absorbs).
+bool PageStates::mark_wanted(uint64_t page) {
+  wanted_[page].store(1);
+  return state(page) == PageState::Present;
 }
 
 // Maps [first, first + count) pages with one resolving ioctl per attempt.
@@ -187,6 +197,13 @@ uint64_t PageStates::complete_pages(const PagesView& v, uint32_t flags, bool who
       install_pages(p, q - p);  // requested: the faulting vCPU waits for exactly this
       if (metrics_) metrics_->pages_done(p, q, t_received, Clock::now());
     } else {
+      // A vCPU waiting on a page of this run (its fault came while the frame
+      // was in flight) is not made to wait for the mapper's queue too.
+      for (uint64_t i = p; i < q; i++) {
+        if (!wanted_[i].load() || !wanted_[i].exchange(0)) continue;
+        install_pages(i, 1);
+        if (metrics_) metrics_->page_done(i, t_received, Clock::now());
+      }
       {
         std::lock_guard lock(map_mutex_);
         map_queue_.push_back({p, q - p, t_received});

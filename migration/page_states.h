@@ -58,6 +58,10 @@ class PageStates {
 
   PageState state(uint64_t page) const { return static_cast<PageState>(state_[page].load()); }
   bool try_mark_requested(uint64_t page);
+  // A vCPU waits on `page`: whichever frame completes it maps it in line, not
+  // through the mapper's queue. Returns whether the page is present already
+  // (then the caller maps it: the completion may have missed the mark).
+  bool mark_wanted(uint64_t page);
   // Maps [first, first + count) pages into the guest: UFFDIO_CONTINUE, or
   // UFFDIO_COPY from staging. EEXIST (mapped already) counts as done.
   void install_pages(uint64_t first, uint64_t count) const;
@@ -98,6 +102,7 @@ class PageStates {
   uint8_t* write_base_;  // where received data goes: staging_ or alias_
   uint64_t mem_size_, page_size_, npages_;
   std::unique_ptr<std::atomic<uint8_t>[]> state_;
+  std::unique_ptr<std::atomic<uint8_t>[]> wanted_;
   std::atomic<uint64_t> present_{0}, pushed_{0}, skipped_{0}, received_{0};
   const vmm::Userfaultfd* uffd_ = nullptr;
   FaultMetrics* metrics_ = nullptr;
