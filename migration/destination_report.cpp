@@ -25,6 +25,7 @@ void Destination::write_report() {
   auto faults = to_json(s);
   for (auto& [k, v] : faults.items()) j[k] = v;
   j["pages_pushed"] = pages_->pages_pushed();
+  j["pages_answered"] = pages_->pages_answered();
   j["zero_pages_skipped"] = pages_->chunks_skipped();
   j["chunks_received"] = pages_->chunks_received();
   j["local_resolutions"] = resolver_ ? resolver_->local_resolutions() : 0;

@@ -212,7 +212,7 @@ uint64_t PageStates::complete_pages(const PagesView& v, uint32_t flags, bool who
     }
     present_ += q - p;
     completed += q - p;
-    if (!(flags & kPagesUrgent)) pushed_ += q - p;
+    ((flags & kPagesUrgent) ? answered_ : pushed_) += q - p;
     p = q;
   }
   return completed;

@@ -71,6 +71,9 @@ class PageStates {
   uint64_t present() const { return present_.load(); }
   bool complete() const { return present_.load() == npages_; }
   uint64_t pages_pushed() const { return pushed_.load(); }
+  // Pages completed by an answer on the urgent connection: with pages_pushed,
+  // every page that came during postcopy, each counted once.
+  uint64_t pages_answered() const { return answered_.load(); }
   uint64_t chunks_skipped() const { return skipped_.load(); }
   uint64_t chunks_received() const { return received_.load(); }
 
@@ -103,7 +106,7 @@ class PageStates {
   uint64_t mem_size_, page_size_, npages_;
   std::unique_ptr<std::atomic<uint8_t>[]> state_;
   std::unique_ptr<std::atomic<uint8_t>[]> wanted_;
-  std::atomic<uint64_t> present_{0}, pushed_{0}, skipped_{0}, received_{0};
+  std::atomic<uint64_t> present_{0}, pushed_{0}, answered_{0}, skipped_{0}, received_{0};
   const vmm::Userfaultfd* uffd_ = nullptr;
   FaultMetrics* metrics_ = nullptr;
 };

@@ -243,13 +243,15 @@ def table(runs, qemu, out):
         if bulk and rep.get("push_mib", 0) >= 32:
             push_verdict = "PASS" if push >= PUSH_TARGET * bulk else "MISS (%.2fx of bulk)" % (push / bulk)
         large = ""
-        moved = rep.get("pages_requested", 0) + rep.get("pages_pushed", 0)
+        # Pages that came during postcopy, each once: a requested page the push
+        # delivered (1 GiB pages are never sent twice) is counted by the push only.
+        moved = rep.get("pages_answered", rep.get("pages_requested", 0)) + rep.get("pages_pushed", 0)
         if page > 4096 and not rep["faults"]:
             large = "not judged: no fault (the push delivered the page before the guest touched it)"
         elif page > 4096 and tcp and uffd and bulk and moved and "urgent_bytes_received" in rep:
             # Bytes the source actually sent per faulted page (zero chunks stay off the wire): the urgent
             # connection carries requested pages up to 4 MiB; a 1 GiB page travels on the main one.
-            requested = rep.get("pages_requested", 0)
+            requested = rep.get("pages_answered", rep.get("pages_requested", 0))
             if requested and rep["urgent_bytes_received"] >= requested * 4096:
                 per_fault = rep["urgent_bytes_received"] / requested
             else:
