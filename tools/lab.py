@@ -24,6 +24,7 @@ import argparse
 import json
 import math
 import os
+import signal
 import random
 import re
 import subprocess
@@ -118,15 +119,22 @@ def baselines(out, link, port):
     server = None
     if link.veth:  # the TCP floors cross the link: server in the destination namespace
         listen, connect = link.serve(port)
+        # Its own process group: `ip netns exec` may fork, and killing only it
+        # left a server behind once (parent 1, its namespace gone).
         server = subprocess.Popen(link.dst([os.path.join(ROOT, "build/bench/baselines"), "--serve", listen]),
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         time.sleep(0.3)
         env["VMM_BASELINE_PEER"] = connect
-    r = sh(link.src([os.path.join(ROOT, "build/bench/baselines"), "--benchmark_format=json",
-                     "--benchmark_out=" + path, "--benchmark_out_format=json"]), env=env)
-    if server:
-        server.kill()
-        server.wait()
+    try:
+        r = sh(link.src([os.path.join(ROOT, "build/bench/baselines"), "--benchmark_format=json",
+                         "--benchmark_out=" + path, "--benchmark_out_format=json"]), env=env)
+    finally:  # also when the client fails: no server outlives its namespace
+        if server:
+            try:
+                os.killpg(server.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            server.wait()
     base = {}
     for b in json.load(open(path))["benchmarks"]:
         if "p50_us" in b:
