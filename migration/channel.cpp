@@ -5,10 +5,13 @@
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
 
+#include <linux/sockios.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 
 #include <array>
 #include <charconv>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -94,6 +97,17 @@ Frame Channel::receive() {
 // Asio's blocking reads retry past SO_RCVTIMEO (they poll on EAGAIN), so the
 // timeout is a poll() before each frame instead.
 void Channel::set_receive_timeout(std::chrono::milliseconds timeout) { receive_timeout_ = timeout; }
+
+bool Channel::wait_sent(uint64_t bytes, std::chrono::milliseconds limit) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  for (;;) {
+    int queued = 0;
+    if (::ioctl(socket_.native_handle(), SIOCOUTQ, &queued) < 0) return false;
+    if (static_cast<uint64_t>(queued) <= bytes) return true;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+}
 
 void Channel::shutdown() {
   boost::system::error_code ec;

@@ -49,6 +49,11 @@ class Channel {
   // A receive that waits longer than this fails (0: wait forever). Used for
   // the handshake, so a peer that connects and says nothing cannot hang us.
   void set_receive_timeout(std::chrono::milliseconds timeout);
+  // Waits, at most `limit`, until the kernel holds at most `bytes` of what
+  // this side sent and the peer has not acknowledged (SIOCOUTQ). Returns
+  // whether it got there. Lets a sender stop its guest only once the queue
+  // in front of the next urgent frame is short.
+  bool wait_sent(uint64_t bytes, std::chrono::milliseconds limit);
   // Unblocks a receive() in another thread; later calls fail.
   void shutdown();
 

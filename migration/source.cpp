@@ -188,6 +188,13 @@ SourceReport Source::run() {
     connect();
     map_guest_memory_for_reading();
     if (options_.mode != Mode::Postcopy) precopy();
+    // The VM state goes out behind whatever precopy data the kernel still
+    // queues for the main connection; the guest runs while that drains
+    // (hybrid on a 1 Gbit/s, 2 ms link: stop to state sent took up to 16 ms).
+    auto t_drain = Clock::now();
+    bool drained = main_->wait_sent(64 << 10, std::chrono::milliseconds(500));
+    spdlog::debug("switchover: main connection {} in {:.1f} ms", drained ? "drained" : "still queued",
+                  ms_between(t_drain, Clock::now()));
     if (!vcpu_.pause()) {
       main_->send(FrameType::Error, 0, encode_error("the guest exited on the source before switchover"));
       report.result = SourceResult::GuestFinished;
