@@ -19,6 +19,8 @@
 
 namespace migration {
 
+uint64_t tcp_bdp_estimate(int fd);  // tcp_estimate.cpp
+
 namespace asio = boost::asio;
 using asio::ip::tcp;
 
@@ -107,6 +109,10 @@ bool Channel::wait_sent(uint64_t bytes, std::chrono::milliseconds limit) {
     if (std::chrono::steady_clock::now() >= deadline) return false;
     std::this_thread::sleep_for(std::chrono::microseconds(200));
   }
+}
+
+uint64_t Channel::bdp_estimate() const {
+  return tcp_bdp_estimate(const_cast<tcp::socket&>(socket_).native_handle());
 }
 
 void Channel::shutdown() {

@@ -54,6 +54,9 @@ class Channel {
   // whether it got there. Lets a sender stop its guest only once the queue
   // in front of the next urgent frame is short.
   bool wait_sent(uint64_t bytes, std::chrono::milliseconds limit);
+  // The kernel's view of this connection's bandwidth-delay product
+  // (TCP_INFO: delivery rate × minimum RTT), in bytes; 0 when unknown.
+  uint64_t bdp_estimate() const;
   // Unblocks a receive() in another thread; later calls fail.
   void shutdown();
 

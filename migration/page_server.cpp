@@ -16,6 +16,8 @@ constexpr uint64_t kWholePageLimit = uint64_t{kMaxDataChunksPerFrame} * kChunk;
 // page in flight waited up to 5.6 ms (p99 2.2-5.6 ms in 6 runs of 64 MiB);
 // with 256 KiB frames at most 0.6 ms, for the same push rate.
 constexpr uint32_t kPushFrameChunks = 64;
+// The least the push keeps in flight, whatever the estimate says.
+constexpr uint64_t kPushInFlightMin = 256 << 10;
 }  // namespace
 
 PageServer::PageServer(const uint8_t* mem, uint64_t mem_size, uint64_t dest_page_size,
@@ -130,6 +132,11 @@ void PageServer::push() {
     while (n < per_frame && p + n < npages_ && claim(p + n)) n++;
     if (n == 0) continue;
     cursor_.compare_exchange_strong(start, (p + n) % npages_);
+    // Pace the push to about one bandwidth-delay product in flight: any more
+    // only queues at the link's bottleneck, where the urgent connection's
+    // answers wait behind it (1 Gbit/s, 2 ms link: 4 KiB p50 1.40-1.63x the
+    // floor unpaced, 1.14-1.22x paced, push rate unchanged).
+    main_.wait_sent(std::max<uint64_t>(kPushInFlightMin, main_.bdp_estimate() * 5 / 4), std::chrono::milliseconds(100));
     send_pages(main_, p, n, 0);
     std::lock_guard lock(mutex_);
     stats_.pages_pushed += n;
