@@ -22,13 +22,13 @@ constexpr uint64_t kPushInFlightMin = 256 << 10;
 
 PageServer::PageServer(const uint8_t* mem, uint64_t mem_size, uint64_t dest_page_size,
                        const std::vector<uint64_t>& missing, const std::vector<uint64_t>& dest_nonzero,
-                       const std::vector<uint64_t>& allocated, Channel& main, Channel& urgent)
+                       std::function<std::vector<uint64_t>()> find_allocated, Channel& main, Channel& urgent)
     : mem_(mem),
       mem_size_(mem_size),
       page_size_(dest_page_size),
       npages_(mem_size / dest_page_size),
       dest_nonzero_(dest_nonzero),
-      allocated_(allocated),
+      find_allocated_(std::move(find_allocated)),
       main_(main),
       urgent_(urgent),
       sent_(new std::atomic<uint8_t>[npages_]) {
@@ -51,7 +51,8 @@ void PageServer::send_pages(Channel& ch, uint64_t first, uint64_t count, uint32_
     // The source's vCPUs are stopped: guest memory holds still, so frames
     // are sent from it without a copy, checksummed during the zero check.
     PagesGather g =
-        plan_pages_bounded(off, max, align, mem_, &dest_nonzero_, &allocated_, st, nullptr, true, max_data);
+        plan_pages_bounded(off, max, align, mem_, &dest_nonzero_, allocated_ready_ ? &allocated_ : nullptr, st,
+                           nullptr, true, max_data);
     off += uint64_t{g.count} * kChunk;
     bool ends_page = off % page_size_ == 0;
     ch.send_gather(FrameType::Pages, flags | (ends_page ? kPagesLastOfPage : 0), g.prefix, g.data, g.data_bytes,
@@ -77,6 +78,11 @@ void PageServer::serve_requests() {
         // buffers behind megabytes of other pages: pages that fit in one frame
         // are sent again here (the destination keeps whichever copy lands
         // first). A larger page is one unit and is never sent twice.
+        if (page_size_ > kWholePageLimit && !allocated_ready_) {
+          // A large page is mostly zero chunks: without the bitmap every one would be read.
+          std::unique_lock lock(mutex_);
+          allocated_cv_.wait(lock, [&] { return allocated_ready_.load() || done_.load(); });
+        }
         if (!claim(pg) && page_size_ > kWholePageLimit) continue;
         send_pages(urgent_, pg, 1, kPagesUrgent);
         std::lock_guard lock(mutex_);
@@ -108,14 +114,21 @@ void PageServer::watch_main() {
   } catch (const std::exception& e) {
     fail(e.what());
   }
-  done_ = true;
+  {
+    std::lock_guard lock(mutex_);
+    done_ = true;
+  }
+  allocated_cv_.notify_all();
   urgent_.shutdown();
 }
 
 void PageServer::fail(const std::string& why) {
-  std::lock_guard lock(mutex_);
-  if (error_.empty()) error_ = why;
-  done_ = true;
+  {
+    std::lock_guard lock(mutex_);
+    if (error_.empty()) error_ = why;
+    done_ = true;
+  }
+  allocated_cv_.notify_all();
 }
 
 // Finds the next unsent page from the cursor and sends a run of them: up to a
@@ -147,6 +160,12 @@ PageServerStats PageServer::run() {
   std::thread urgent([this] { serve_requests(); });
   std::thread watcher([this] { watch_main(); });
   try {
+    allocated_ = find_allocated_();
+    {
+      std::lock_guard lock(mutex_);
+      allocated_ready_ = true;
+    }
+    allocated_cv_.notify_all();
     push();
   } catch (const std::exception& e) {
     fail(fmt::format("background push: {}", e.what()));

@@ -7,7 +7,9 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -27,7 +29,7 @@ struct PageServerStats {
 class PageServer {
  public:
   PageServer(const uint8_t* mem, uint64_t mem_size, uint64_t dest_page_size, const std::vector<uint64_t>& missing,
-             const std::vector<uint64_t>& dest_nonzero, const std::vector<uint64_t>& allocated, Channel& main,
+             const std::vector<uint64_t>& dest_nonzero, std::function<std::vector<uint64_t>()> find_allocated, Channel& main,
              Channel& urgent);
 
   // Serves until the destination reports Complete; throws on failure.
@@ -44,7 +46,14 @@ class PageServer {
   const uint8_t* mem_;
   uint64_t mem_size_, page_size_, npages_;
   const std::vector<uint64_t>& dest_nonzero_;
-  const std::vector<uint64_t>& allocated_;
+  // Which chunks the source backend holds (GuestMemory::allocated_chunks):
+  // found by the push thread once requests are already being served (it took
+  // 4-9 ms for 256 MiB, and the first faults come at once). Small pages are
+  // answered without it meanwhile (every chunk read); larger ones wait for it.
+  std::function<std::vector<uint64_t>()> find_allocated_;
+  std::vector<uint64_t> allocated_;
+  std::atomic<bool> allocated_ready_{false};
+  std::condition_variable allocated_cv_;
   Channel& main_;
   Channel& urgent_;
   std::unique_ptr<std::atomic<uint8_t>[]> sent_;

@@ -174,9 +174,9 @@ void Source::switchover(SourceReport& report) {
   main_->send(FrameType::PostcopyBegin, 0, encode(begin));
   spdlog::info("switchover: vCPU state sent {:.2f} ms after stop; {} of {} destination pages left for postcopy",
                report.downtime_source_ms, popcount(begin.missing), begin.npages);
-  std::vector<uint64_t> allocated = machine_.memory().allocated_chunks();
-  PageServer server(machine_.memory().primary(), machine_.memory().size(), begin.page_size, begin.missing,
-                    dest_nonzero_, allocated, *main_, *urgent_);
+  const auto& mem = machine_.memory();
+  PageServer server(mem.primary(), mem.size(), begin.page_size, begin.missing, dest_nonzero_,
+                    [&mem] { return mem.allocated_chunks(); }, *main_, *urgent_);
   report.postcopy = server.run();
 }
 
