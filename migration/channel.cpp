@@ -28,15 +28,22 @@ Channel::Channel(tcp::socket socket, std::string peer) : socket_(std::move(socke
   socket_.set_option(tcp::no_delay(true));
 }
 
-void Channel::send(FrameType type, uint32_t flags, std::span<const uint8_t> payload) {
-  auto header = make_header(type, flags, payload);
-  std::array<asio::const_buffer, 2> bufs = {asio::buffer(header), asio::buffer(payload.data(), payload.size())};
+// One writev of a frame already described by `bufs` (header first), under
+// the send lock, so frames from several threads never interleave.
+template <typename Buffers>
+void Channel::write_frame(FrameType type, const Buffers& bufs, uint64_t bytes) {
   std::lock_guard lock(send_mutex_);
   boost::system::error_code ec;
   asio::write(socket_, bufs, ec);
   if (ec)
     throw ConnectionError(fmt::format("sending {} to {} failed: {}", frame_type_name(type), peer_, ec.message()));
-  bytes_sent_ += header.size() + payload.size();
+  bytes_sent_ += bytes;
+}
+
+void Channel::send(FrameType type, uint32_t flags, std::span<const uint8_t> payload) {
+  auto header = make_header(type, flags, payload);
+  std::array<asio::const_buffer, 2> bufs = {asio::buffer(header), asio::buffer(payload.data(), payload.size())};
+  write_frame(type, bufs, header.size() + payload.size());
 }
 
 void Channel::send_gather(FrameType type, uint32_t flags, std::span<const uint8_t> prefix,
@@ -49,12 +56,7 @@ void Channel::send_gather(FrameType type, uint32_t flags, std::span<const uint8_
   bufs.push_back(asio::buffer(header));
   bufs.push_back(asio::buffer(prefix.data(), prefix.size()));
   for (auto run : data) bufs.push_back(asio::buffer(run.data(), run.size()));
-  std::lock_guard lock(send_mutex_);
-  boost::system::error_code ec;
-  asio::write(socket_, bufs, ec);
-  if (ec)
-    throw ConnectionError(fmt::format("sending {} to {} failed: {}", frame_type_name(type), peer_, ec.message()));
-  bytes_sent_ += header.size() + length;
+  write_frame(type, bufs, header.size() + length);
 }
 
 FrameHeader Channel::receive_header(std::array<uint8_t, kHeaderSize>& raw) {

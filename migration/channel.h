@@ -65,6 +65,9 @@ class Channel {
   uint64_t bytes_received() const { return bytes_received_; }
 
  private:
+  template <typename Buffers>
+  void write_frame(FrameType type, const Buffers& bufs, uint64_t bytes);
+
   boost::asio::ip::tcp::socket socket_;
   std::string peer_;
   std::mutex send_mutex_;
