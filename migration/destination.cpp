@@ -106,19 +106,6 @@ HelloReply Destination::accept_source(const Hello& hello) {
     spdlog::info("receive: guest_memfd bound by hva for postcopy, so vCPU faults reach userfaultfd through the VMA");
     config.gmem_bind = vmm::GmemBind::Hva;
   }
-  bool hugetlb = options_.backend == vmm::Backend::Hugetlb2M || options_.backend == vmm::Backend::Hugetlb1G;
-  if (postcopy && hugetlb && options_.uffd_mode == vmm::UffdMode::Missing) {
-    // Measured: with exactly as many free hugepages as guest RAM, UFFDIO_COPY
-    // fails with ENOMEM once the page KVM touched during restore has been
-    // punched out (its reservation goes with it).
-    try {
-      vmm::check_backend_size(options_.backend, hello.mem_size + reply.dst_page_size);
-    } catch (const vmm::Error& e) {
-      reply.reason = fmt::format("{} (--uffd-mode missing on hugetlb needs one hugepage more than guest RAM)",
-                                 e.what());
-      return reply;
-    }
-  }
   try {
     kvm_ = std::make_unique<vmm::KvmSystem>();
     machine_ = std::make_unique<vmm::Machine>(*kvm_, config, options_.serial_sink);
