@@ -22,7 +22,8 @@ constexpr uint64_t kPushInFlightMin = 256 << 10;
 
 PageServer::PageServer(const uint8_t* mem, uint64_t mem_size, uint64_t dest_page_size,
                        const std::vector<uint64_t>& missing, const std::vector<uint64_t>& dest_nonzero,
-                       std::function<std::vector<uint64_t>()> find_allocated, Channel& main, Channel& urgent)
+                       std::function<std::vector<uint64_t>()> find_allocated, Channel& main, Channel& urgent,
+                       uint64_t push_rate)
     : mem_(mem),
       mem_size_(mem_size),
       page_size_(dest_page_size),
@@ -31,6 +32,7 @@ PageServer::PageServer(const uint8_t* mem, uint64_t mem_size, uint64_t dest_page
       find_allocated_(std::move(find_allocated)),
       main_(main),
       urgent_(urgent),
+      push_rate_(push_rate),
       sent_(new std::atomic<uint8_t>[npages_]) {
   for (uint64_t p = 0; p < npages_; p++) sent_[p] = (missing[p / 64] >> (p % 64) & 1) ? 0 : 1;
 }
@@ -55,6 +57,7 @@ void PageServer::send_pages(Channel& ch, uint64_t first, uint64_t count, uint32_
                            nullptr, true, max_data);
     off += uint64_t{g.count} * kChunk;
     bool ends_page = off % page_size_ == 0;
+    if (&ch == &main_) pace_push(kHeaderSize + g.prefix.size() + g.data_bytes);
     ch.send_gather(FrameType::Pages, flags | (ends_page ? kPagesLastOfPage : 0), g.prefix, g.data, g.data_bytes,
                    g.data_crc);
     std::lock_guard lock(mutex_);
@@ -156,6 +159,19 @@ void PageServer::push() {
   }
 }
 
+// With a cap, sleeps until the push's bytes so far, this frame's included,
+// fit the rate (at most 50 ms at a time, so a migration that ends stops it
+// at once).
+void PageServer::pace_push(uint64_t bytes) {
+  if (!push_rate_) return;
+  using std::chrono::steady_clock;
+  push_bytes_ += bytes;
+  auto due = push_start_ + std::chrono::duration_cast<steady_clock::duration>(std::chrono::duration<double>(
+                               static_cast<double>(push_bytes_) / static_cast<double>(push_rate_)));
+  for (auto now = steady_clock::now(); !done_ && now < due; now = steady_clock::now())
+    std::this_thread::sleep_for(std::min<steady_clock::duration>(due - now, std::chrono::milliseconds(50)));
+}
+
 PageServerStats PageServer::run() {
   std::thread urgent([this] { serve_requests(); });
   std::thread watcher([this] { watch_main(); });
@@ -166,6 +182,7 @@ PageServerStats PageServer::run() {
       allocated_ready_ = true;
     }
     allocated_cv_.notify_all();
+    push_start_ = std::chrono::steady_clock::now();
     push();
   } catch (const std::exception& e) {
     fail(fmt::format("background push: {}", e.what()));

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -30,7 +31,7 @@ class PageServer {
  public:
   PageServer(const uint8_t* mem, uint64_t mem_size, uint64_t dest_page_size, const std::vector<uint64_t>& missing,
              const std::vector<uint64_t>& dest_nonzero, std::function<std::vector<uint64_t>()> find_allocated, Channel& main,
-             Channel& urgent);
+             Channel& urgent, uint64_t push_rate = 0);
 
   // Serves until the destination reports Complete; throws on failure.
   PageServerStats run();
@@ -41,6 +42,7 @@ class PageServer {
   void serve_requests();
   void watch_main();
   void push();
+  void pace_push(uint64_t bytes);
   void fail(const std::string& why);
 
   const uint8_t* mem_;
@@ -56,6 +58,10 @@ class PageServer {
   std::condition_variable allocated_cv_;
   Channel& main_;
   Channel& urgent_;
+  // The push's cap in bytes per second on the wire (0: none, the link decides).
+  uint64_t push_rate_;
+  uint64_t push_bytes_ = 0;
+  std::chrono::steady_clock::time_point push_start_;
   std::unique_ptr<std::atomic<uint8_t>[]> sent_;
   std::atomic<uint64_t> cursor_{0};
   std::atomic<bool> done_{false};

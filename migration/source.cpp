@@ -176,7 +176,9 @@ void Source::switchover(SourceReport& report) {
                report.downtime_source_ms, popcount(begin.missing), begin.npages);
   const auto& mem = machine_.memory();
   PageServer server(mem.primary(), mem.size(), begin.page_size, begin.missing, dest_nonzero_,
-                    [&mem] { return mem.allocated_chunks(); }, *main_, *urgent_);
+                    [&mem] { return mem.allocated_chunks(); }, *main_, *urgent_, options_.push_rate);
+  if (options_.push_rate)
+    spdlog::info("postcopy: background push capped at {:.1f} MiB/s", static_cast<double>(options_.push_rate) / (1 << 20));
   report.postcopy = server.run();
 }
 

@@ -25,6 +25,7 @@ struct SourceOptions {
   Mode mode = Mode::Hybrid;
   uint32_t precopy_rounds = 0;     // rounds after the first full pass; 0: 1 for hybrid, 30 for precopy
   uint64_t converge_chunks = 256;  // precopy stops once a round finds fewer dirty 4 KiB chunks
+  uint64_t push_rate = 0;          // postcopy's background push cap in bytes/s; 0: none
 };
 
 enum class SourceResult {

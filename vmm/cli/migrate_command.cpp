@@ -16,13 +16,15 @@ struct MigrateOptions {
   std::string to;
   std::string mode = "hybrid";
   uint32_t precopy_rounds = 0;
+  double push_rate_mib = 0;
 };
 
 void run(const MigrateOptions& o) {
   nlohmann::json reply = api_call(o.api_socket, {{"command", "migrate"},
                                                  {"to", o.to},
                                                  {"mode", o.mode},
-                                                 {"precopy_rounds", o.precopy_rounds}});
+                                                 {"precopy_rounds", o.precopy_rounds},
+                                                 {"postcopy_push_rate_mib", o.push_rate_mib}});
   std::cout << reply.dump(2) << "\n";
   if (!reply.value("ok", false)) {
     std::cerr << "migrate: " << reply.value("error", std::string("failed")) << "\n";
@@ -47,6 +49,10 @@ void add_migrate_command(CLI::App& app) {
       ->check(CLI::IsMember({"precopy", "postcopy", "hybrid"}))
       ->capture_default_str();
   cmd->add_option("--precopy-rounds", opts->precopy_rounds, "Dirty-log rounds after the first pass (0: default)");
+  cmd->add_option("--postcopy-push-rate", opts->push_rate_mib,
+                  "Cap, in MiB/s, on postcopy's background push (0: none; requested pages are never capped)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   cmd->callback([opts] { run(*opts); });
 }
 

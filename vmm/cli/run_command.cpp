@@ -34,6 +34,7 @@ struct RunOptions {
   std::string mode = "hybrid";
   uint32_t precopy_rounds = 0;
   uint64_t converge_kib = 1024;
+  double push_rate_mib = 0;
   std::string api_socket;
 };
 
@@ -69,6 +70,8 @@ MachineConfig make_config(const RunOptions& o) {
 double ms_since(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
 }
+
+uint64_t mib_per_s(double mib) { return static_cast<uint64_t>(mib * (1 << 20)); }
 
 migration::Mode parse_mode(const std::string& m) {
   if (m == "precopy") return migration::Mode::Precopy;
@@ -118,7 +121,10 @@ nlohmann::json handle_api(Machine& machine, VcpuThread& vcpu, const nlohmann::js
   std::string mode = body.value("mode", "hybrid");
   if (mode != "precopy" && mode != "postcopy" && mode != "hybrid")
     return {{"ok", false}, {"error", "mode must be precopy, postcopy or hybrid"}};
+  double rate = body.value("postcopy_push_rate_mib", 0.0);
+  if (!(rate >= 0)) return {{"ok", false}, {"error", "postcopy_push_rate_mib must be 0 or more"}};
   migration::SourceOptions so{body.value("to", ""), parse_mode(mode), body.value("precopy_rounds", 0u)};
+  so.push_rate = mib_per_s(rate);
   try {
     migration::check_source_mode(machine, so.mode);
   } catch (const Error& e) {
@@ -177,7 +183,8 @@ void run(const RunOptions& o) {
                         t0 + std::chrono::milliseconds(static_cast<int64_t>(o.migrate_after * 1000)));
     if (is_final(r)) end_after_migration(*r);
     if (!g_stop && !vcpu.finished()) {
-      migration::SourceOptions so{o.migrate_to, parse_mode(o.mode), o.precopy_rounds, o.converge_kib / 4};
+      migration::SourceOptions so{o.migrate_to, parse_mode(o.mode), o.precopy_rounds, o.converge_kib / 4,
+                                  mib_per_s(o.push_rate_mib)};
       auto result = migrate(machine, vcpu, so).result;
       if (is_final(result)) end_after_migration(result);
     }
@@ -235,6 +242,10 @@ void add_run_command(CLI::App& app) {
                   "Unix socket on which `vmm migrate` can ask this VMM to migrate its guest");
   cmd->add_option("--precopy-converge", opts->converge_kib,
                   "Precopy stops early once a round leaves less than this many KiB dirty (0: never early)")
+      ->capture_default_str();
+  cmd->add_option("--postcopy-push-rate", opts->push_rate_mib,
+                  "Cap, in MiB/s, on postcopy's background push (0: none; requested pages are never capped)")
+      ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   cmd->callback([opts] { run(*opts); });
 }
