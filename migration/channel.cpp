@@ -7,7 +7,9 @@
 
 #include <linux/sockios.h>
 #include <poll.h>
+#include <netinet/in.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 
 #include <array>
 #include <charconv>
@@ -26,6 +28,21 @@ using asio::ip::tcp;
 
 Channel::Channel(tcp::socket socket, std::string peer) : socket_(std::move(socket)), peer_(std::move(peer)) {
   socket_.set_option(tcp::no_delay(true));
+}
+
+std::string Channel::mark_urgent() {
+  constexpr int kDscpEf = 46 << 2;     // expedited forwarding, in the TOS byte
+  constexpr int kInteractive = 6;      // TC_PRIO_INTERACTIVE: pfifo_fast band 0
+  int fd = socket_.native_handle();
+  bool v6 = socket_.local_endpoint().address().is_v6();
+  int tos = kDscpEf, prio = kInteractive;
+  // IP_TOS also sets the socket priority from the TOS: SO_PRIORITY comes after.
+  if (v6 ? ::setsockopt(fd, IPPROTO_IPV6, IPV6_TCLASS, &tos, sizeof tos) < 0
+         : ::setsockopt(fd, IPPROTO_IP, IP_TOS, &tos, sizeof tos) < 0)
+    return fmt::format("{}: {}", v6 ? "IPV6_TCLASS" : "IP_TOS", vmm::describe_errno(errno));
+  if (::setsockopt(fd, SOL_SOCKET, SO_PRIORITY, &prio, sizeof prio) < 0)
+    return fmt::format("SO_PRIORITY: {}", vmm::describe_errno(errno));
+  return "";
 }
 
 // One writev of a frame already described by `bufs` (header first), under

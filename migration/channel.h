@@ -57,6 +57,11 @@ class Channel {
   // The kernel's view of this connection's bandwidth-delay product
   // (TCP_INFO: delivery rate × minimum RTT), in bytes; 0 when unknown.
   uint64_t bdp_estimate() const;
+  // Marks this connection's packets DSCP EF (IP_TOS, IPV6_TCLASS) and gives
+  // them socket priority 6 (TC_PRIO_INTERACTIVE), so a priority-aware qdisc
+  // (pfifo_fast's band 0) or a DSCP-aware network sends them ahead of bulk
+  // data. Returns "" or what the kernel refused.
+  std::string mark_urgent();
   // Unblocks a receive() in another thread; later calls fail.
   void shutdown();
 

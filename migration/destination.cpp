@@ -357,6 +357,8 @@ int Destination::run() {
   main_->send(FrameType::HelloReply, 0, encode(reply));
   if (!reply.accepted) throw vmm::Error("refused the migration: " + reply.reason);
   urgent_ = accept_one(acceptor, options_.handshake_timeout, "urgent");
+  if (auto why = urgent_->mark_urgent(); !why.empty())
+    spdlog::warn("receive: page requests go unmarked (the kernel refused {})", why);
   urgent_->set_receive_timeout(options_.handshake_timeout);
   Hello urgent_hello = receive_hello(*urgent_);
   if (urgent_hello.role != Role::Urgent || urgent_hello.session != hello_.session)

@@ -68,6 +68,8 @@ void Source::connect() {
   if (!peer_.accepted) throw vmm::Error("destination refused the migration: " + peer_.reason);
   hello.role = Role::Urgent;
   urgent_ = connect_channel(io_, options_.to);
+  if (auto why = urgent_->mark_urgent(); !why.empty())
+    spdlog::warn("migrate: answers to faults go unmarked (the kernel refused {}): they queue behind the push", why);
   urgent_->send(FrameType::Hello, 0, encode(hello));
   spdlog::info("migrate: {} to {} ({} {} pages, userfaultfd ready {}), mode {}", vmm::format_size(mem.size()),
                options_.to, peer_.dst_backend, vmm::format_size(peer_.dst_page_size),

@@ -17,7 +17,7 @@ gnuplot:
   timeline.png   faults over time (latency of each fault against its time)
   histograms.png guest-observed touch histogram next to the VMM-observed one
 
-  tools/lab.py [--out DIR] [--quick] [--no-qemu] [--links loopback,veth:rate=1000:rtt=2]
+  tools/lab.py [--out DIR] [--quick] [--no-qemu] [--links loopback,veth:rate=1000:rtt=2[:prio=off]]
                [--sources gmem,shmem] [--sizes 16,64]
 """
 import argparse
@@ -52,8 +52,9 @@ RELAY = os.path.join(ROOT, "build/tools/delay_relay/delay_relay")
 
 
 class Link:
-    """Where a migration runs: 'loopback', or 'veth[:rate=MBIT][:rtt=MS]', two network
-    namespaces joined by a shaped veth pair (tools/link.sh). On a veth link the
+    """Where a migration runs: 'loopback', or 'veth[:rate=MBIT][:rtt=MS][:prio=off]', two
+    network namespaces joined by a shaped veth pair (tools/link.sh; prio=off: one FIFO,
+    without the priority band that the urgent connection's marking uses). On a veth link the
     destination and the TCP floors' server sit in the destination namespace, reached
     through our delay relay when the kernel has no netem; source and floors' client
     sit in the source namespace, so floors and migration cross the same path."""
@@ -61,11 +62,11 @@ class Link:
     def __init__(self, spec):
         parts = spec.split(":")
         if parts[0] not in ("loopback", "veth"):
-            raise SystemExit("lab: a link is loopback or veth[:rate=MBIT][:rtt=MS], not %r" % spec)
-        self.spec, self.veth, self.rate, self.rtt = spec, parts[0] == "veth", None, None
+            raise SystemExit("lab: a link is loopback or veth[:rate=MBIT][:rtt=MS][:prio=off], not %r" % spec)
+        self.spec, self.veth, self.rate, self.rtt, self.prio = spec, parts[0] == "veth", None, None, None
         for kv in parts[1:]:
             k, _, v = kv.partition("=")
-            if k not in ("rate", "rtt") or not v:
+            if k not in ("rate", "rtt", "prio") or not v or (k == "prio" and v not in ("on", "off")):
                 raise SystemExit("lab: unknown link option %r in %r" % (kv, spec))
             setattr(self, k, v)
         self.name = spec.replace(":", "-").replace("=", "")
@@ -76,6 +77,7 @@ class Link:
             return self
         args = [os.path.join(ROOT, "tools/link.sh"), "up", "vmmlab-%d" % os.getpid()]
         args += (["--rate", self.rate] if self.rate else []) + (["--rtt", self.rtt] if self.rtt else [])
+        args += ["--prio", self.prio] if self.prio else []
         r = sh(args)
         if r.returncode:
             raise SystemExit("lab: tools/link.sh up failed: " + r.stderr)
@@ -404,7 +406,7 @@ def main():
     ap.add_argument("--sources", default="gmem", help="comma list of source backends: gmem, shmem (default gmem)")
     ap.add_argument("--sizes", default=None, help="comma list of MiB the touch guest writes (default 64; 16 quick)")
     ap.add_argument("--links", default=None,
-                    help="comma list of loopback or veth[:rate=MBIT][:rtt=MS] (default: loopback, and for the full "
+                    help="comma list of loopback or veth[:rate=MBIT][:rtt=MS][:prio=off] (default: loopback, and for the full "
                          "matrix also veth:rate=1000:rtt=2)")
     args = ap.parse_args()
     for src in args.sources.split(","):

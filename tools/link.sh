@@ -2,10 +2,14 @@
 # Two "hosts" on this machine joined by a link of a chosen shape, for
 # tools/two-hosts.sh and tools/lab.py:
 #
-#   tools/link.sh up NAME [--rate MBIT] [--rtt MS]
+#   tools/link.sh up NAME [--rate MBIT] [--rtt MS] [--prio on|off]
 #       network namespaces NAME-src (10.213.0.1) and NAME-dst (10.213.0.2)
 #       joined by a veth pair; these addresses exist only inside them.
 #       --rate MBIT  tc tbf on both veth ends (with netem: netem's rate)
+#       --prio on    (default) under tbf, pfifo_fast: packets of socket
+#                    priority 6, as vmm's urgent connection marks them
+#                    (DSCP EF), leave before queued bulk data, like a
+#                    DSCP-aware switch; off: one FIFO for all
 #       --rtt MS     tc netem delay where the kernel has sch_netem; otherwise
 #                    the caller must route through our user-space delay relay
 #                    (build/tools/delay_relay/delay_relay --delay-ms HALF_MS)
@@ -30,16 +34,18 @@ if [ "$op" = down ]; then
 fi
 [ "$op" = up ] || usage
 
-RATE="" RTT=""
+RATE="" RTT="" PRIO=on
 while [ $# -gt 0 ]; do
   case "$1" in
     --rate) RATE=${2:?--rate needs Mbit/s}; shift 2 ;;
     --rtt) RTT=${2:?--rtt needs milliseconds}; shift 2 ;;
+    --prio) PRIO=${2:?--prio needs on or off}; shift 2 ;;
     *) echo "link: unknown argument '$1'" >&2; usage ;;
   esac
 done
 [ -z "$RATE" ] || [[ "$RATE" =~ ^[0-9]+$ ]] || { echo "link: --rate takes whole Mbit/s, not '$RATE'" >&2; exit 2; }
 [ -z "$RTT" ] || [[ "$RTT" =~ ^[0-9.]+$ ]] || { echo "link: --rtt takes milliseconds, not '$RTT'" >&2; exit 2; }
+[ "$PRIO" = on ] || [ "$PRIO" = off ] || { echo "link: --prio takes on or off, not '$PRIO'" >&2; exit 2; }
 
 ip netns add "$SRC_NS"
 ip netns add "$DST_NS"
@@ -68,10 +74,20 @@ if [ -n "$RATE" ]; then
     ip netns exec "$SRC_NS" tc qdisc change dev veth-src root netem delay "${HALF_MS}ms" rate "${RATE}mbit"
     ip netns exec "$DST_NS" tc qdisc change dev veth-dst root netem delay "${HALF_MS}ms" rate "${RATE}mbit"
   else
-    ip netns exec "$SRC_NS" tc qdisc add dev veth-src root tbf rate "${RATE}mbit" burst 256kb latency 100ms
-    ip netns exec "$DST_NS" tc qdisc add dev veth-dst root tbf rate "${RATE}mbit" burst 256kb latency 100ms
+    for end in "$SRC_NS veth-src" "$DST_NS veth-dst"; do
+      set -- $end
+      ip netns exec "$1" tc qdisc add dev "$2" root handle 1: tbf rate "${RATE}mbit" burst 256kb latency 100ms
+      [ "$PRIO" = off ] || ip netns exec "$1" tc qdisc add dev "$2" parent 1:1 handle 10: pfifo_fast
+    done
   fi
   describe="$describe, ${RATE} Mbit/s each way"
+  if [ "$DELAY" = netem ]; then
+    describe="$describe, one FIFO (netem's rate has no priority bands)"
+  elif [ "$PRIO" = on ]; then
+    describe="$describe, priority bands (pfifo_fast under tbf)"
+  else
+    describe="$describe, one FIFO"
+  fi
 fi
 echo "link: $SRC_NS ($SRC_IP) <-> $DST_NS ($DST_IP): $describe" >&2
 cat <<EOF

@@ -1,7 +1,10 @@
-// The wire format and message codecs, including malformed and hostile input.
+// The wire format, the channel and the message codecs, including malformed and hostile input.
 #include <cstring>
 #include <random>
 #include <thread>
+
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -306,6 +309,27 @@ TEST(Messages, RandomInputOnlyEverThrowsProtocolError) {
     }
   }
   SUCCEED();
+}
+
+TEST(Channel, UrgentConnectionCarriesExpeditedForwardingAndInteractivePriority) {
+  boost::asio::io_context io;
+  using boost::asio::ip::tcp;
+  tcp::acceptor acceptor(io, tcp::endpoint(boost::asio::ip::make_address("127.0.0.1"), 0));
+  tcp::socket a(io), b(io);
+  a.connect(acceptor.local_endpoint());
+  acceptor.accept(b);
+  int fd = a.native_handle();
+  Channel ch(std::move(a), "peer");
+  auto get = [fd](int level, int name) {
+    int v = -1;
+    socklen_t len = sizeof v;
+    EXPECT_EQ(::getsockopt(fd, level, name, &v, &len), 0);
+    return v;
+  };
+  EXPECT_EQ(get(SOL_SOCKET, SO_PRIORITY), 0);
+  ASSERT_EQ(ch.mark_urgent(), "");
+  EXPECT_EQ(get(IPPROTO_IP, IP_TOS), 0xb8) << "DSCP 46 (EF) in the TOS byte";
+  EXPECT_EQ(get(SOL_SOCKET, SO_PRIORITY), 6) << "TC_PRIO_INTERACTIVE, pfifo_fast's first band";
 }
 
 }  // namespace
