@@ -76,13 +76,19 @@ std::vector<uint32_t> migratable_msrs(const vmm::KvmSystem& kvm, const vmm::Vcpu
   std::memcpy(list.data(), &n, 4);
   if (::ioctl(kvm.fd(), vmm::uapi::kGetMsrIndexList, list.data()) < 0) vmm::throw_errno("KVM_GET_MSR_INDEX_LIST");
   std::memcpy(&n, list.data(), 4);
-  std::vector<uint32_t> readable;
-  MsrBuffer one(1);
-  for (uint32_t i = 0; i < n; i++) {
-    uint32_t index;
-    std::memcpy(&index, list.data() + 4 + 4 * i, 4);
-    one.entries()[0] = {index, 0, 0};
-    if (::ioctl(vcpu.fd(), vmm::uapi::kGetMsrs, one.bytes.data()) == 1) readable.push_back(index);
+  std::vector<uint32_t> all(n), readable;
+  std::memcpy(all.data(), list.data() + 4, 4 * size_t{n});
+  // KVM_GET_MSRS reads entries in order and stops at the first it cannot
+  // read: one call per unreadable MSR, not one per MSR (this runs with the
+  // guest stopped, inside the downtime).
+  MsrBuffer buf(n);
+  for (uint32_t i = 0; i < n;) {
+    buf.set_count(n - i);
+    for (uint32_t k = i; k < n; k++) buf.entries()[k - i] = {all[k], 0, 0};
+    int got = ::ioctl(vcpu.fd(), vmm::uapi::kGetMsrs, buf.bytes.data());
+    if (got < 0) vmm::throw_errno("KVM_GET_MSRS");
+    readable.insert(readable.end(), all.begin() + i, all.begin() + i + got);
+    i += static_cast<uint32_t>(got) + 1;  // skip the one it stopped at
   }
   return readable;
 }
