@@ -158,7 +158,6 @@ void Source::switchover(SourceReport& report) {
   std::vector<uint64_t> final_dirty(sent_.size(), 0);
   if (options_.mode != Mode::Postcopy) {
     machine_.get_dirty_log(final_dirty);
-    machine_.set_dirty_logging(false);
     for (size_t w = 0; w < final_dirty.size(); w++) final_dirty[w] |= pending_dirty_[w];
   }
   if (options_.mode == Mode::Precopy) {
@@ -182,6 +181,10 @@ void Source::switchover(SourceReport& report) {
   if (options_.push_rate)
     spdlog::info("postcopy: background push capped at {:.1f} MiB/s", static_cast<double>(options_.push_rate) / (1 << 20));
   report.postcopy = server.run();
+  // Dirty logging goes off only now, out of the downtime and away from the
+  // first faults: the memslot update took 0.65-0.96 ms for 256 MiB, and a
+  // stopped guest dirties nothing.
+  if (options_.mode != Mode::Postcopy) machine_.set_dirty_logging(false);
 }
 
 SourceReport Source::run() {
