@@ -309,12 +309,12 @@ def table(runs, qemu, out):
             theirs = float(q.get("postcopy_blocktime_ms") or 0)
             ratio = rep["vcpu_blocked_ms"] / theirs if theirs else 0
             target = ("1 GiB stall <= 0.5x (our vCPU blocked %.0f ms, QEMU blocktime %.0f ms): %s"
-                      % (rep["vcpu_blocked_ms"], theirs, "PASS" if ratio <= 0.5 else "MISS (%.2fx)" % ratio)
+                      % (rep["vcpu_blocked_ms"], theirs, "PASS (%.3gx)" % ratio if ratio <= 0.5 else "MISS (%.2fx)" % ratio)
                       if theirs else "not comparable: QEMU reported no blocktime")
         else:
             ratio = ours["mean_us"] / best["mean_us"] if best["mean_us"] else 0
             target = "<= 0.25x: " + ("PASS" if ratio <= 0.25 else "MISS (%.2fx)" % ratio)
-        lines.append("| %s | %s | %.0f | %.0f | %.2f | %s | %.1f | %.1f | %d | %d |" % (
+        lines.append("| %s | %s | %.0f | %.0f | %.3g | %s | %.1f | %.1f | %d | %d |" % (
             r["name"], best_name, ours["mean_us"], best["mean_us"], ratio, target, ours["stall_us"] / 1000,
             best["stall_us"] / 1000, ours["max_bucket_us"], best["max_bucket_us"]))
     lines += ["", "A fault's latency in the first table runs from the destination reading the userfaultfd event to the "
