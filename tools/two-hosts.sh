@@ -6,17 +6,20 @@
 #   --rtt MS      tc netem delay where the kernel has sch_netem; otherwise our
 #                 user-space delay relay (build/tools/delay_relay/delay_relay)
 #                 inside the destination namespace. The script says which.
+#   --prio off    with --rate, one FIFO for all packets; by default pfifo_fast
+#                 under tbf sends the urgent connection's (socket priority 6,
+#                 DSCP EF) ahead of the push, like a DSCP-aware network
 # Everything is torn down on exit or Ctrl-C: processes, namespaces (with the
 # veth pair and its qdiscs) and the hugepages it reserved.
 #
 #   tools/two-hosts.sh [--src-memory gmem] [--dst-memory hugetlb-1g] [--mode postcopy]
 #                      [--mem-size 1G] [--size 64] [--seconds 6] [--rate MBIT] [--rtt MS]
-#                      [--report FILE.json]
+#                      [--prio on|off] [--report FILE.json]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SRC_MEM=gmem; DST_MEM=shmem; MODE=postcopy; MEM_SIZE=256M; SIZE=64; SECS=6
-RATE=""; RTT=""; REPORT=""
+RATE=""; RTT=""; PRIO=on; REPORT=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --src-memory) SRC_MEM=$2; shift 2 ;;
@@ -27,8 +30,9 @@ while [ $# -gt 0 ]; do
     --seconds) SECS=$2; shift 2 ;;
     --rate) RATE=$2; shift 2 ;;
     --rtt) RTT=$2; shift 2 ;;
+    --prio) PRIO=$2; shift 2 ;;
     --report) REPORT=$2; shift 2 ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "two-hosts: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -55,6 +59,7 @@ trap 'exit 130' INT TERM
 link_args=()
 [ -z "$RATE" ] || link_args+=(--rate "$RATE")
 [ -z "$RTT" ] || link_args+=(--rtt "$RTT")
+link_args+=(--prio "$PRIO")
 eval "$(tools/link.sh up "$LINK" "${link_args[@]}" 2>/dev/null)"
 [ -n "${SRC_NS:-}" ] || { echo "two-hosts: could not set up the link (tools/link.sh up $LINK)" >&2; exit 1; }
 echo "two-hosts: source $SRC_NS ($SRC_IP) <-veth-> destination $DST_NS ($DST_IP)"
