@@ -180,16 +180,19 @@ void Destination::receive_until_postcopy() {
       case FrameType::VmState:
         t_state = Clock::now();
         restore_vm(*machine_, decode_vm_state(f.payload));
+        restore_parts_.state_ms = ms_between(t_state, Clock::now());
         have_state = true;
         break;
       case FrameType::PostcopyBegin: {
         if (!have_state) throw ProtocolError("PostcopyBegin before VmState");
+        restore_parts_.wait_begin_ms = ms_between(t_state, Clock::now()) - restore_parts_.state_ms;
         PostcopyBegin begin = decode_postcopy_begin(f.payload, hello_.mem_size);
         if (begin.page_size != pages_->page_size())
           throw ProtocolError(fmt::format("source counts {} byte pages, this destination uses {}", begin.page_size,
                                           pages_->page_size()));
         start_guest(begin);
         restore_ms_ = ms_between(t_state, Clock::now());
+        restore_parts_.start_ms = restore_ms_ - restore_parts_.state_ms - restore_parts_.wait_begin_ms;
         main_->send(FrameType::Started, 0, encode(Started{static_cast<uint64_t>(restore_ms_ * 1000)}));
         return;
       }

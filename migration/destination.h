@@ -72,6 +72,11 @@ class Destination {
   std::string error_;
   uint32_t rounds_ = 0;
   double source_stop_ms_ = 0, restore_ms_ = 0;
+  // restore_ms_ in parts: VmState into KVM, waiting for PostcopyBegin, then
+  // registration, threads and the vCPU started.
+  struct {
+    double state_ms = 0, wait_begin_ms = 0, start_ms = 0;
+  } restore_parts_;
   Clock::time_point t_hello_, t_complete_, last_progress_, t_postcopy_;
   uint64_t main_bytes_at_postcopy_ = 0;
 };

@@ -31,7 +31,12 @@ void Destination::write_report() {
   j["local_resolutions"] = resolver_ ? resolver_->local_resolutions() : 0;
   j["precopy_rounds"] = rounds_;
   j["downtime_ms"] = downtime_ms;
-  j["downtime_breakdown_ms"] = {{"source_stop_to_begin", source_stop_ms_}, {"destination_restore", restore_ms_}};
+  j["downtime_breakdown_ms"] = {{"source_stop_to_begin", source_stop_ms_},
+                                {"destination_restore", restore_ms_},
+                                {"destination_restore_parts",
+                                 {{"vm_state", restore_parts_.state_ms},
+                                  {"wait_for_begin", restore_parts_.wait_begin_ms},
+                                  {"start_guest", restore_parts_.start_ms}}}};
   j["total_ms"] = total_ms;
   j["bytes_received"] = main_->bytes_received() + urgent_->bytes_received();
   // What answering the faults cost on the wire: the urgent connection carries

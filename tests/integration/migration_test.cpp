@@ -127,6 +127,12 @@ TEST_P(MigrationMatrix, GuestVerifiesOnTheDestination) {
   EXPECT_EQ(m.report["dst_backend"], dst);
   EXPECT_EQ(m.report["src_backend"], c.src);
   EXPECT_EQ(m.report["page_size"], vmm_page_size(dst));
+  const auto& down = m.report["downtime_breakdown_ms"];
+  const auto& parts = down["destination_restore_parts"];
+  EXPECT_NEAR(parts["vm_state"].get<double>() + parts["wait_for_begin"].get<double>() +
+                  parts["start_guest"].get<double>(),
+              down["destination_restore"].get<double>(), 1e-6)
+      << down.dump();
   if (mode == "postcopy") {
     EXPECT_GT(m.report["faults"].get<int>(), 0) << m.report.dump(2);
     EXPECT_EQ(m.report["uffd_mode"], c.uffd);
