@@ -243,7 +243,8 @@ TEST(Migration, MalformedFramesEndTheDestinationWithAClearError) {
 namespace {
 
 // `vmm migrate` drives a running VMM through its --api-socket; an impossible
-// mode is refused without touching the guest, a possible one migrates it.
+// mode is refused without touching the guest, a possible one migrates it
+// (with the push cap passed through the API).
 TEST(Migration, ApiSocketMigratesARunningGuest) {
   if (!have_kvm()) GTEST_SKIP() << "no usable /dev/kvm on this host";
   std::string dir = ::testing::TempDir();
@@ -254,7 +255,8 @@ TEST(Migration, ApiSocketMigratesARunningGuest) {
       "{vmm} run --kernel {elf} --cmdline 'workload=touch size=8 seconds=3' --memory gmem --mem-size 64M "
       "--api-socket {sock} >{d}/api-src.log 2>&1 & S=$!; sleep 1; "
       "{vmm} migrate --api-socket {sock} --to 127.0.0.1:{port} --mode hybrid; echo HYBRID=$?; "
-      "{vmm} migrate --api-socket {sock} --to 127.0.0.1:{port} --mode postcopy; echo POSTCOPY=$?; "
+      "{vmm} migrate --api-socket {sock} --to 127.0.0.1:{port} --mode postcopy --postcopy-push-rate 32; "
+      "echo POSTCOPY=$?; "
       "wait $S; echo SRC=$?; wait $D; echo DST=$?",
       fmt::arg("sock", sock), fmt::arg("vmm", VMM_BIN), fmt::arg("port", port), fmt::arg("d", dir),
       fmt::arg("elf", GUEST_ELF)));
@@ -264,6 +266,8 @@ TEST(Migration, ApiSocketMigratesARunningGuest) {
   EXPECT_NE(r.output.find("POSTCOPY=0"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("\"result\": \"completed\""), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("SRC=0"), std::string::npos) << r.output << slurp(dir + "api-src.log");
+  EXPECT_NE(slurp(dir + "api-src.log").find("background push capped at 32.0 MiB/s"), std::string::npos)
+      << slurp(dir + "api-src.log");
   EXPECT_NE(r.output.find("DST=0"), std::string::npos) << r.output << dst;
   EXPECT_NE(dst.find("VERIFY OK pages=2048"), std::string::npos) << dst;
 }
