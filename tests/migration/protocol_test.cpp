@@ -22,6 +22,16 @@ std::span<const uint8_t, kHeaderSize> header_of(const std::vector<uint8_t>& fram
   return std::span<const uint8_t, kHeaderSize>(frame.data(), kHeaderSize);
 }
 
+// Both ends of one loopback TCP connection.
+std::pair<boost::asio::ip::tcp::socket, boost::asio::ip::tcp::socket> loopback_pair(boost::asio::io_context& io) {
+  using boost::asio::ip::tcp;
+  tcp::acceptor acceptor(io, tcp::endpoint(boost::asio::ip::make_address("127.0.0.1"), 0));
+  tcp::socket a(io), b(io);
+  a.connect(acceptor.local_endpoint());
+  acceptor.accept(b);
+  return {std::move(a), std::move(b)};
+}
+
 FrameHeader decode_and_check(const std::vector<uint8_t>& frame) {
   FrameHeader h = decode_header(header_of(frame));
   std::span<const uint8_t> payload(frame.data() + kHeaderSize, frame.size() - kHeaderSize);
@@ -198,11 +208,7 @@ TEST(Messages, GatheredPagesFrameArrivesAsTheCopiedOne) {
   EXPECT_EQ(g.data_bytes, 898u * kChunk);
 
   boost::asio::io_context io;
-  using boost::asio::ip::tcp;
-  tcp::acceptor acceptor(io, tcp::endpoint(boost::asio::ip::make_address("127.0.0.1"), 0));
-  tcp::socket a(io), b(io);
-  a.connect(acceptor.local_endpoint());
-  acceptor.accept(b);
+  auto [a, b] = loopback_pair(io);
   Channel tx(std::move(a), "rx"), rx(std::move(b), "tx");
   std::thread sender([&] { tx.send_gather(FrameType::Pages, 0, g.prefix, g.data, g.data_bytes, g.data_crc); });
   Frame f = rx.receive();  // verifies the CRC
@@ -313,11 +319,7 @@ TEST(Messages, RandomInputOnlyEverThrowsProtocolError) {
 
 TEST(Channel, UrgentConnectionCarriesExpeditedForwardingAndInteractivePriority) {
   boost::asio::io_context io;
-  using boost::asio::ip::tcp;
-  tcp::acceptor acceptor(io, tcp::endpoint(boost::asio::ip::make_address("127.0.0.1"), 0));
-  tcp::socket a(io), b(io);
-  a.connect(acceptor.local_endpoint());
-  acceptor.accept(b);
+  auto [a, b] = loopback_pair(io);
   int fd = a.native_handle();
   Channel ch(std::move(a), "peer");
   auto get = [fd](int level, int name) {

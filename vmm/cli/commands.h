@@ -15,6 +15,14 @@ struct ExitCode {
   int code;
 };
 
+// --postcopy-push-rate, the same on `run --migrate-to` and on `migrate`.
+inline void add_push_rate_option(CLI::App* cmd, double& mib_per_s) {
+  cmd->add_option("--postcopy-push-rate", mib_per_s,
+                  "Cap, in MiB/s, on postcopy's background push (0: none; requested pages are never capped)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+}
+
 void add_run_command(CLI::App& app);
 void add_caps_command(CLI::App& app);
 void add_conformance_command(CLI::App& app);

@@ -49,10 +49,7 @@ void add_migrate_command(CLI::App& app) {
       ->check(CLI::IsMember({"precopy", "postcopy", "hybrid"}))
       ->capture_default_str();
   cmd->add_option("--precopy-rounds", opts->precopy_rounds, "Dirty-log rounds after the first pass (0: default)");
-  cmd->add_option("--postcopy-push-rate", opts->push_rate_mib,
-                  "Cap, in MiB/s, on postcopy's background push (0: none; requested pages are never capped)")
-      ->check(CLI::NonNegativeNumber)
-      ->capture_default_str();
+  add_push_rate_option(cmd, opts->push_rate_mib);
   cmd->callback([opts] { run(*opts); });
 }
 

@@ -243,10 +243,7 @@ void add_run_command(CLI::App& app) {
   cmd->add_option("--precopy-converge", opts->converge_kib,
                   "Precopy stops early once a round leaves less than this many KiB dirty (0: never early)")
       ->capture_default_str();
-  cmd->add_option("--postcopy-push-rate", opts->push_rate_mib,
-                  "Cap, in MiB/s, on postcopy's background push (0: none; requested pages are never capped)")
-      ->check(CLI::NonNegativeNumber)
-      ->capture_default_str();
+  add_push_rate_option(cmd, opts->push_rate_mib);
   cmd->callback([opts] { run(*opts); });
 }
 
