@@ -6,14 +6,22 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 tools/install-deps.sh
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVMM_TESTS=ON -DVMM_BENCHMARKS=ON ${VMM_CMAKE_ARGS:-}
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVMM_TESTS=ON -DVMM_BENCHMARKS=ON -DVMM_WERROR=ON \
+  ${VMM_CMAKE_ARGS:-}
 cmake --build build -j"$(nproc)"
 
 cd build
 rc=0
+rm -rf kernel-lab-runs
 ctest --output-on-failure "$@" || rc=$?
 
 # ctest hides why a test skipped; GoogleTest wrote it to the log. Show it.
 awk '/^[0-9]+\/[0-9]+ Testing: / { name = $3 }
      /: Skipped$/ { getline reason; print "SKIPPED " name ": " reason }' Testing/Temporary/LastTest.log || true
+# The kernel-lab test's runs: what each lab kernel said, in full.
+for summary in kernel-lab-runs/*/summary.txt; do
+  [ -f "$summary" ] || continue
+  echo "--- kernel lab: $summary"
+  cat "$summary"
+done
 exit $rc
