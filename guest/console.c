@@ -6,11 +6,32 @@
 #define LSR_THRE 0x20
 #define DEBUG_EXIT_PORT 0x501
 
-void con_putc(char c) {
-  if (c == '\n') con_putc('\r');
+/* Output goes out a line at a time with one `rep outsb`: one VM exit per line
+ * instead of two per character (an LSR poll and an OUT), which under nested
+ * KVM cost ~10 us each and slowed the workload's own progress lines. THRE is
+ * polled once per line: the 16550s of our VMM and QEMU take any number of bytes. */
+static char line[160];
+static unsigned long line_len;
+
+void con_flush(void) {
+  if (!line_len) return;
   while (!(inb(COM1_LSR) & LSR_THRE)) {
   }
-  outb(COM1, (uint8_t)c);
+  const char *p = line;
+  unsigned long n = line_len;
+  __asm__ volatile("cld; rep outsb" : "+S"(p), "+c"(n) : "d"((uint16_t)COM1) : "memory", "cc");
+  line_len = 0;
+}
+
+void con_putc(char c) {
+  if (c == '\n') {
+    line[line_len++] = '\r';
+    line[line_len++] = '\n';
+    con_flush();
+    return;
+  }
+  line[line_len++] = c;
+  if (line_len >= sizeof line - 2) con_flush();
 }
 
 void con_write(const char *s) {
@@ -63,6 +84,7 @@ void con_printf(const char *fmt, ...) {
 }
 
 _Noreturn void guest_exit(int code) {
+  con_flush();
   outb(DEBUG_EXIT_PORT, (uint8_t)code);
   /* Not reached under a VMM with the exit device; without one, spin. */
   for (;;) __asm__ volatile("pause");

@@ -43,6 +43,7 @@ static inline void cpuid(uint32_t leaf, uint32_t sub, uint32_t r[4]) {
 
 /* console.c: COM1 16550, polled. */
 void con_putc(char c);
+void con_flush(void);
 void con_write(const char *s);
 void con_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 _Noreturn void guest_exit(int code);

@@ -7,6 +7,9 @@
  * Verify: every page must carry its index, the generation recorded in a
  *        separate table (a stale page from an old copy fails here) and a
  *        pattern and checksum that match. Runs entirely in ring 3.
+ * Slow touches (>= record_us, default 32) are kept as {when, page, latency}
+ * and printed at the end (SLOW/SLOWREC lines), after verification, so that
+ * a VMM can join each one with its own record of the fault behind it.
  */
 #include "guest.h"
 
@@ -14,7 +17,22 @@
 #define HIST_BUCKETS 32 /* [0,1us), [1,2us), [2,4us) ... */
 #define SLOW_US 100
 
+#define SLOW_RECORDS 32768 /* 384 KiB of guest BSS; more are counted as dropped */
+#define RECS_PER_LINE 8
+
 extern char __image_end[];
+
+struct slow_touch {
+  uint32_t t_us; /* since the touch loop started */
+  uint32_t page; /* index in the buffer */
+  uint32_t us;   /* the touch's latency */
+};
+static struct slow_touch slow_log[SLOW_RECORDS];
+
+struct slow_stats {
+  uint64_t threshold_us, records, dropped;
+  uint64_t max_us, max_t_us, max_page;
+};
 
 struct region {
   uint32_t *gen;    /* expected generation per page */
@@ -97,9 +115,20 @@ static unsigned bucket_of(uint64_t us) {
   return b;
 }
 
-static void touch_loop(struct region *r, uint64_t seconds, uint64_t khz, uint64_t hist[HIST_BUCKETS]) {
+static void record_touch(struct slow_stats *st, uint64_t t_us, uint64_t page, uint64_t us) {
+  if (us > st->max_us) st->max_us = us, st->max_t_us = t_us, st->max_page = page;
+  if (us < st->threshold_us) return;
+  if (st->records == SLOW_RECORDS) {
+    st->dropped++;
+    return;
+  }
+  slow_log[st->records++] = (struct slow_touch){(uint32_t)t_us, (uint32_t)page, (uint32_t)us};
+}
+
+static void touch_loop(struct region *r, uint64_t seconds, uint64_t khz, uint64_t hist[HIST_BUCKETS],
+                       struct slow_stats *st) {
   uint64_t start = rdtsc(), hz = khz * 1000, end = start + seconds * hz, next = start + hz;
-  uint64_t touches = 0, slow = 0, max_us = 0;
+  uint64_t touches = 0, slow = 0;
   for (uint64_t now = start; now < end;) {
     uint64_t idx = rng_next() % r->npages;
     uint64_t t0 = rdtsc();
@@ -110,14 +139,28 @@ static void touch_loop(struct region *r, uint64_t seconds, uint64_t khz, uint64_
     hist[bucket_of(us)]++;
     touches++;
     if (us >= SLOW_US) slow++;
-    if (us > max_us) max_us = us;
+    record_touch(st, (t0 - start) * 1000 / khz, idx, us);
     if (now >= next) {
       con_printf("touch: t=%lus touches=%lu slow(>=%uus)=%lu max=%luus\n", (now - start) / hz, touches, SLOW_US, slow,
-                 max_us);
+                 st->max_us);
       next += hz;
     }
   }
-  con_printf("touch: done touches=%lu slow(>=%uus)=%lu max=%luus\n", touches, SLOW_US, slow, max_us);
+  con_printf("touch: done touches=%lu slow(>=%uus)=%lu max=%luus\n", touches, SLOW_US, slow, st->max_us);
+}
+
+/* SLOW: the summary; SLOWREC: records as t_us:page:us, RECS_PER_LINE a line. */
+static void print_slow(const struct region *r, const struct slow_stats *st) {
+  con_printf("SLOW threshold_us=%lu records=%lu dropped=%lu buffer_gpa=%lx page_size=%lu max_us=%lu max_t_us=%lu "
+             "max_page=%lu\n",
+             st->threshold_us, st->records, st->dropped, (uint64_t)(uintptr_t)r->pages, PAGE_SIZE, st->max_us,
+             st->max_t_us, st->max_page);
+  for (uint64_t i = 0; i < st->records; i += RECS_PER_LINE) {
+    con_write("SLOWREC");
+    for (uint64_t j = i; j < st->records && j < i + RECS_PER_LINE; j++)
+      con_printf(" %u:%u:%u", slow_log[j].t_us, slow_log[j].page, slow_log[j].us);
+    con_putc('\n');
+  }
 }
 
 static int verify(const struct region *r) {
@@ -150,8 +193,10 @@ static void print_hist(const uint64_t hist[HIST_BUCKETS]) {
 
 int workload_touch(void) {
   uint64_t size = 64, seconds = 2, hist[HIST_BUCKETS] = {0};
-  if (cmdline_u64("size", &size) < 0 || cmdline_u64("seconds", &seconds) < 0 || size == 0) {
-    con_printf("touch: size= and seconds= take positive decimal numbers (size in MiB)\n");
+  struct slow_stats st = {.threshold_us = 32};
+  if (cmdline_u64("size", &size) < 0 || cmdline_u64("seconds", &seconds) < 0 ||
+      cmdline_u64("record_us", &st.threshold_us) < 0 || size == 0) {
+    con_printf("touch: size=, seconds= and record_us= take positive decimal numbers (size in MiB)\n");
     return EXIT_BAD_CONFIG;
   }
   const char *src;
@@ -164,8 +209,9 @@ int workload_touch(void) {
   struct region r;
   if (!place_region(&r, size)) return EXIT_BAD_CONFIG;
   fill(&r, khz);
-  touch_loop(&r, seconds, khz, hist);
+  touch_loop(&r, seconds, khz, hist, &st);
   int ok = verify(&r);
   print_hist(hist);
+  print_slow(&r, &st);
   return ok ? EXIT_OK : EXIT_VERIFY_FAIL;
 }
