@@ -44,7 +44,12 @@ class PageStates {
   // Pushed pages are mapped by a mapper thread, so the receiving thread goes
   // back to the socket at once (mapping in line halved the push rate). A
   // fault on a page that is present but not mapped yet is resolved locally.
-  // Stop drains the queue: call it before unregistering the userfaultfd.
+  // Stop, in MISSING mode, drains the queue (the data is only in staging
+  // until UFFDIO_COPY places it); in MINOR mode it drops the queue: the page
+  // cache already holds every queued page, and once the range is unregistered
+  // the kernel maps each on first touch. Call it before unregistering, with
+  // the fault resolver still running: a vCPU that faults meanwhile on a
+  // queued page is mapped by the resolver, not left waiting for the queue.
   void start_mapper();
   void stop_mapper();
   ~PageStates();
@@ -65,6 +70,7 @@ class PageStates {
   // Maps [first, first + count) pages into the guest: UFFDIO_CONTINUE, or
   // UFFDIO_COPY from staging. EEXIST (mapped already) counts as done.
   void install_pages(uint64_t first, uint64_t count) const;
+  // `stop` ends it early only in MINOR mode (as with the mapper's queue).
   void install_present_ranges(const std::vector<uint64_t>& missing, const std::atomic<bool>& stop) const;
 
 
