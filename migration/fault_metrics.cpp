@@ -36,7 +36,8 @@ void FaultMetrics::pages_done(uint64_t first, uint64_t last, Clock::time_point t
     if (it == pending_.end()) continue;
     for (const Waiter& w : it->second.waiters) {
       bool requested = it->second.t_sent != Clock::time_point{};
-      done_.push_back({w.t_read, requested ? it->second.t_sent : w.t_read, t_received, t_done, w.tid, requested});
+      done_.push_back(
+          {page, w.t_read, requested ? it->second.t_sent : w.t_read, t_received, t_done, w.tid, requested});
     }
     pending_.erase(it);
   }
@@ -65,6 +66,7 @@ FaultMetrics::Summary FaultMetrics::summarize() const {
     s.blocked_ms_by_thread[d.tid] += l / 1000.0;
     s.blocked_ms += l / 1000.0;
     s.timeline.emplace_back(us(first, d.t_read) / 1000.0, l);
+    s.records.push_back({d.page, us(first, d.t_read) / 1000.0, req.back(), net.back(), cont.back(), d.requested});
   }
   s.p50_us = percentile(lat, 0.50);
   s.p90_us = percentile(lat, 0.90);
@@ -100,6 +102,12 @@ nlohmann::ordered_json to_json(const FaultMetrics::Summary& s) {
   for (const auto& [tid, ms] : s.blocked_ms_by_thread) by_thread[std::to_string(tid)] = ms;
   j["vcpu_blocked_ms_by_thread"] = by_thread;
   j["pages_requested"] = s.pages_requested;
+  nlohmann::ordered_json rows = nlohmann::ordered_json::array();
+  for (const auto& r : s.records)
+    rows.push_back({r.page, r.t_ms, r.read_to_request_us, r.request_to_data_us, r.data_to_mapped_us, r.requested});
+  j["fault_records"] = {
+      {"columns", {"page", "t_ms", "read_to_request_us", "request_to_data_us", "data_to_mapped_us", "requested"}},
+      {"rows", rows}};
   return j;
 }
 

@@ -46,6 +46,14 @@ class FaultMetrics {
     double blocked_ms = 0;                                                 // summed over vCPU threads
     std::map<uint32_t, double> blocked_ms_by_thread;
     std::vector<std::pair<double, double>> timeline;                      // (ms since first fault, latency us)
+    // Every fault, for joining with what the guest saw of it (by page).
+    struct Record {
+      uint64_t page;  // in destination pages
+      double t_ms;    // event read, ms since the first fault
+      double read_to_request_us, request_to_data_us, data_to_mapped_us;
+      bool requested;
+    };
+    std::vector<Record> records;
   };
   Summary summarize() const;
 
@@ -59,6 +67,7 @@ class FaultMetrics {
     Clock::time_point t_sent{};
   };
   struct Done {
+    uint64_t page;
     Clock::time_point t_read, t_sent, t_received, t_done;
     uint32_t tid;
     bool requested;
