@@ -31,6 +31,7 @@ struct RunOptions {
   std::string serial_log;
   std::string migrate_to;
   double migrate_after = 1.0;
+  std::string migrate_after_line;  // the delay counts from the guest's first line containing this
   std::string mode = "hybrid";
   uint32_t precopy_rounds = 0;
   uint64_t converge_kib = 1024;
@@ -153,7 +154,9 @@ std::optional<migration::SourceResult> wait_until(Machine& machine, VcpuThread& 
       if (result == migration::SourceResult::Completed || result == migration::SourceResult::FailedAfterSwitchover)
         return result;
     }
-    vcpu.wait_finished(std::chrono::milliseconds(50));
+    // At most 50 ms, and never past the deadline: a migration starts on time.
+    auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    vcpu.wait_finished(std::min(left, std::chrono::milliseconds(50)));
   }
   return result;
 }
@@ -165,7 +168,7 @@ std::optional<migration::SourceResult> wait_until(Machine& machine, VcpuThread& 
 
 void run(const RunOptions& o) {
   auto t0 = std::chrono::steady_clock::now();
-  auto sink = make_serial_sink(o.serial_log);
+  auto sink = make_serial_sink(o.serial_log, o.migrate_after_line);
   MachineConfig config = make_config(o);
   KvmSystem kvm;
   Machine machine(kvm, config, sink.sink);
@@ -179,8 +182,19 @@ void run(const RunOptions& o) {
     return r == migration::SourceResult::Completed || r == migration::SourceResult::FailedAfterSwitchover;
   };
   if (!o.migrate_to.empty()) {
+    auto from = t0;
+    if (!o.migrate_after_line.empty()) {
+      // Polled every 5 ms; the delay counts from when the line arrived.
+      while (!g_stop && !vcpu.finished() && !sink.watched_line()) {
+        auto r = wait_until(machine, vcpu, api.get(), std::chrono::steady_clock::now() + std::chrono::milliseconds(5));
+        if (is_final(r)) end_after_migration(*r);
+      }
+      if (auto t = sink.watched_line()) from = *t;
+      else if (vcpu.finished())
+        spdlog::warn("migrate: the guest ended before it printed \"{}\"; no migration", o.migrate_after_line);
+    }
     auto r = wait_until(machine, vcpu, api.get(),
-                        t0 + std::chrono::milliseconds(static_cast<int64_t>(o.migrate_after * 1000)));
+                        from + std::chrono::milliseconds(static_cast<int64_t>(o.migrate_after * 1000)));
     if (is_final(r)) end_after_migration(*r);
     if (!g_stop && !vcpu.finished()) {
       migration::SourceOptions so{o.migrate_to, parse_mode(o.mode), o.precopy_rounds, o.converge_kib / 4,
@@ -228,9 +242,13 @@ void add_run_command(CLI::App& app) {
                   "(default 256M, rounded up to one page for hugetlb-1g)");
   cmd->add_option("--serial-log", opts->serial_log, "Write the guest's serial output to this file instead of stdout");
   cmd->add_option("--migrate-to", opts->migrate_to, "Migrate the guest to `vmm receive` at HOST:PORT");
-  cmd->add_option("--migrate-after", opts->migrate_after, "Seconds after boot to start the migration")
+  cmd->add_option("--migrate-after", opts->migrate_after,
+                  "Seconds after boot (or after --migrate-after-line) to start the migration")
       ->check(CLI::Range(0.0, 86400.0))
       ->capture_default_str();
+  cmd->add_option("--migrate-after-line", opts->migrate_after_line,
+                  "Count --migrate-after from the guest's first serial line containing this text, e.g. "
+                  "\"touch: filled\": the same point of the guest's work under any VMM, however long it boots");
   cmd->add_option("--mode", opts->mode,
                   "precopy (dirty-log rounds, then stop-and-copy), postcopy (stop, then pages on demand + "
                   "background push) or hybrid (one precopy pass, then postcopy)")
