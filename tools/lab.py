@@ -163,7 +163,7 @@ def migrate(case, out, port, link):
     time.sleep(0.3)
     src_args = [VMM, "run", "--kernel", GUEST, "--cmdline", "workload=touch size=%d seconds=%d" % (size, seconds),
                 "--memory", src, "--mem-size", mem, "--mode", mode, "--migrate-to", connect,
-                "--migrate-after", "1.5"]
+                "--migrate-after", "0.5", "--migrate-after-line", "touch: filled"]  # as tools/qemu-postcopy.py
     if src == "gmem" and mode != "postcopy":
         src_args += ["--gmem-bind", "hva"]
     s = subprocess.run(link.src(src_args), cwd=ROOT, text=True, capture_output=True, timeout=300)

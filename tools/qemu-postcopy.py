@@ -192,8 +192,8 @@ def main():
             "status": info.get("status"), "downtime_ms": info.get("downtime"), "total_ms": round(total_ms),
             "postcopy_blocktime_ms": blocktime, "postcopy_vcpu_blocktime_ms": dinfo.get("postcopy-vcpu-blocktime"),
             "guest_slow_touches": faults, "guest_slow_us": args.slow_us,
-            "postcopy_latency_us": dinfo.get("postcopy-latency"),
-            "postcopy_vcpu_latency_us": dinfo.get("postcopy-vcpu-latency"),
+            "postcopy_latency_ns": dinfo.get("postcopy-latency"),  # QEMU documents ns
+            "postcopy_vcpu_latency_ns": dinfo.get("postcopy-vcpu-latency"),
             "postcopy_latency_dist": dinfo.get("postcopy-latency-dist"),
             "guest_slow": slow, "guest_slow_records": recs,
             "verify_ok": "VERIFY OK" in serial, "guest_hist_us": hist, "qemu_exit": dst.returncode,

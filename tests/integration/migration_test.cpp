@@ -133,6 +133,10 @@ TEST_P(MigrationMatrix, GuestVerifiesOnTheDestination) {
                   parts["start_guest"].get<double>(),
               down["destination_restore"].get<double>(), 1e-6)
       << down.dump();
+  // The guest's record of its slow touches reaches the destination's console.
+  EXPECT_NE(m.dst.find("SLOW threshold_us=32 records="), std::string::npos) << m.dst;
+  // One record per fault, to be joined with that record by page.
+  EXPECT_EQ(m.report["fault_records"]["rows"].size(), m.report["faults"].get<size_t>());
   if (mode == "postcopy") {
     EXPECT_GT(m.report["faults"].get<int>(), 0) << m.report.dump(2);
     EXPECT_EQ(m.report["uffd_mode"], c.uffd);
@@ -163,6 +167,29 @@ INSTANTIATE_TEST_SUITE_P(
         if (ch == '-') ch = '_';
       return n;
     });
+
+TEST(Migration, MigrateAfterLineCountsFromTheGuestsLine) {
+  if (!have_kvm()) GTEST_SKIP() << "no usable /dev/kvm on this host";
+  MigrationRun m = migrate("--memory shmem --mem-size 64M --mode postcopy --migrate-after 0.1 "
+                           "--migrate-after-line 'touch: filled'",
+                           "--memory shmem", kGuest);
+  ASSERT_EQ(m.src_rc, 0) << m.src;
+  ASSERT_EQ(m.dst_rc, 0) << m.dst;
+  auto filled = m.src.find("touch: filled"), migrating = m.src.find("migrate: 64 MiB to");
+  ASSERT_NE(migrating, std::string::npos) << m.src;
+  EXPECT_LT(filled, migrating) << m.src;
+}
+
+TEST(Migration, MigrateAfterLineThatNeverComesRunsTheGuestHere) {
+  if (!have_kvm()) GTEST_SKIP() << "no usable /dev/kvm on this host";
+  auto r = run_command(fmt::format("{} run --kernel {} --memory shmem --mem-size 64M --migrate-to 127.0.0.1:9 "
+                                   "--mode postcopy --migrate-after-line 'never printed' 2>&1",
+                                   VMM_BIN, GUEST_ELF));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("guest: workload hello: all good"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("the guest ended before it printed \"never printed\"; no migration"), std::string::npos)
+      << r.output;
+}
 
 TEST(Migration, PrecopyToGuestMemfdWorks) {
   if (!have_kvm()) GTEST_SKIP() << "no usable /dev/kvm on this host";
@@ -275,6 +302,28 @@ TEST(Migration, ApiSocketMigratesARunningGuest) {
 }  // namespace
 
 namespace {
+
+// tools/guest-view.py without a peer: a control and a migration, and our
+// faults joined with the guest's own record of its touches.
+TEST(GuestView, JoinsOurFaultsWithTheGuestsTouches) {
+  if (!have_kvm()) GTEST_SKIP() << "no usable /dev/kvm on this host";
+  std::string out = ::testing::TempDir() + "guest-view";
+  auto r = run_command(fmt::format("python3 {}/guest-view.py --runs 1 --qemu '' --size 8 --seconds 2 --mem 64 "
+                                   "--out {} 2>&1",
+                                   TOOLS_DIR, out),
+                       120);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("ours "), std::string::npos) << r.output;
+  int joined = 0, faults = 0;
+  auto at = r.output.find("faults joined with the guest's touch of the page (");
+  ASSERT_NE(at, std::string::npos) << r.output;
+  ASSERT_EQ(sscanf(r.output.c_str() + at, "faults joined with the guest's touch of the page (%d of %d", &joined, &faults),
+            2)
+      << r.output;
+  EXPECT_GT(faults, 0) << r.output;
+  EXPECT_GT(joined, 0) << r.output;
+  EXPECT_LE(joined, faults) << r.output;
+}
 
 // Two "hosts" in network namespaces joined by veth, with an added round trip
 // (netem where the kernel has it, else the delay relay); nothing may be left behind.
