@@ -48,7 +48,8 @@ void Destination::write_report() {
   j["push_mib"] = push_mib;
   j["push_mib_per_s"] = push_s > 0 ? push_mib / push_s : 0.0;
   nlohmann::ordered_json timeline = nlohmann::ordered_json::array();
-  for (const auto& [t_ms, lat_us] : s.timeline) timeline.push_back({t_ms, lat_us});
+  for (const auto& r : s.records)
+    timeline.push_back({r.t_ms, r.read_to_request_us + r.request_to_data_us + r.data_to_mapped_us});
   j["fault_timeline_ms_us"] = timeline;
 
   fmt::print(stderr,

@@ -65,7 +65,6 @@ FaultMetrics::Summary FaultMetrics::summarize() const {
     cont.push_back(us(d.t_received, d.t_done));
     s.blocked_ms_by_thread[d.tid] += l / 1000.0;
     s.blocked_ms += l / 1000.0;
-    s.timeline.emplace_back(us(first, d.t_read) / 1000.0, l);
     s.records.push_back({d.page, us(first, d.t_read) / 1000.0, req.back(), net.back(), cont.back(), d.requested});
   }
   s.p50_us = percentile(lat, 0.50);

@@ -45,7 +45,6 @@ class FaultMetrics {
     Path requested, in_flight;
     double blocked_ms = 0;                                                 // summed over vCPU threads
     std::map<uint32_t, double> blocked_ms_by_thread;
-    std::vector<std::pair<double, double>> timeline;                      // (ms since first fault, latency us)
     // Every fault, for joining with what the guest saw of it (by page).
     struct Record {
       uint64_t page;  // in destination pages

@@ -49,7 +49,7 @@ void PageStates::stop_mapper() {
     // MINOR: draining a backlog of pushed pages took 179 ms at the end of a
     // 512 MiB postcopy, and a vCPU that faulted on a queued page waited all of
     // it (the guest's slowest touch; no fault metric saw it).
-    if (!staging_) dropped = std::exchange(map_queue_, {}).size();
+    if (mapping_is_optional()) dropped = std::exchange(map_queue_, {}).size();
   }
   map_cv_.notify_one();
   mapper_.join();
@@ -167,7 +167,7 @@ void PageStates::install_pages(uint64_t first, uint64_t count) const {
 // userfaultfd round trip. Pages that arrive later are mapped on arrival.
 void PageStates::install_present_ranges(const std::vector<uint64_t>& missing, const std::atomic<bool>& stop) const {
   auto present = [&](uint64_t p) { return !(missing[p / 64] >> (p % 64) & 1); };
-  for (uint64_t p = 0; p < npages_ && !(stop && !staging_);) {
+  for (uint64_t p = 0; p < npages_ && !(stop && mapping_is_optional());) {
     if (!present(p)) {
       p++;
       continue;

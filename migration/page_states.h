@@ -107,6 +107,9 @@ class PageStates {
 
   uint8_t* primary_;
   uint8_t* alias_;
+  // MINOR mode: every present page is in the page cache already, so mapping
+  // it ahead is only a saving: what is left, the kernel maps after unregister.
+  bool mapping_is_optional() const { return staging_ == nullptr; }
   uint8_t* staging_;
   uint8_t* write_base_;  // where received data goes: staging_ or alias_
   uint64_t mem_size_, page_size_, npages_;

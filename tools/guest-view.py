@@ -24,8 +24,6 @@ neither explains (vCPU exit and entry, wake-ups, waiting for a core).
 import argparse
 import json
 import os
-import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,13 +33,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VMM = os.path.join(ROOT, "build/vmm")
 GUEST = os.path.join(ROOT, "build/guest/guest.elf")
 sys.path.insert(0, os.path.join(ROOT, "tools"))
-slow_summary = __import__("qemu-postcopy").slow_summary
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+_peer = __import__("qemu-postcopy")  # the same parsing of the guest's record, the same port picking
+slow_summary, free_port = _peer.slow_summary, _peer.free_port
 
 
 def ours(args, out, name, migrate):

@@ -93,6 +93,13 @@ def slow_summary(serial):
     return summary, recs
 
 
+def free_port():
+    """A loopback port the kernel just handed out (and took back)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def wait_for_line(path, text, timeout):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -134,9 +141,7 @@ def main():
     cmdline = "workload=touch size=%d seconds=%d record_us=%d" % (args.size, args.seconds, args.record_us)
     if args.control:
         return control(args, tmp, cmdline)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     caps = [{"capability": "postcopy-ram", "state": True}, {"capability": "postcopy-blocktime", "state": True}]
     if args.preempt:
         caps.append({"capability": "postcopy-preempt", "state": True})
