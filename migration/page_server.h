@@ -65,6 +65,9 @@ class PageServer {
   std::unique_ptr<std::atomic<uint8_t>[]> sent_;
   std::atomic<uint64_t> cursor_{0};
   std::atomic<bool> done_{false};
+  // The destination said Complete: it holds every page, and what fails after
+  // that (a push frame it will never read) is not a failed migration.
+  std::atomic<bool> completed_{false};
   std::mutex mutex_;
   std::string error_;
   PageServerStats stats_;
