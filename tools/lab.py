@@ -16,6 +16,9 @@ gnuplot:
   cdf.png        fault-latency CDF per destination backend
   timeline.png   faults over time (latency of each fault against its time)
   histograms.png guest-observed touch histogram next to the VMM-observed one
+Last (not with --quick), tools/guest-view.py: ours, QEMU 11.1 and QEMU 7.2 each
+beside a control run without migration, and our faults joined with the
+guest's touches (the waterfall), appended to results.md.
 
   tools/lab.py [--out DIR] [--quick] [--no-qemu] [--links loopback,veth:rate=1000:rtt=2[:prio=off]]
                [--sources gmem,shmem] [--sizes 16,64]
@@ -400,11 +403,25 @@ def plots(runs, out, qemu=()):
         print("lab: gnuplot: " + r.stderr[-500:], file=sys.stderr)
 
 
+def guest_view(out, runs, qemus):
+    """The control-adjusted comparison and the per-fault waterfall (tools/guest-view.py), appended
+    to results.md: both VMMs migrated 0.5 s after the guest prints 'touch: filled'."""
+    r = sh([sys.executable, os.path.join(ROOT, "tools/guest-view.py"), "--runs", str(runs), "--qemu", qemus,
+            "--out", os.path.join(out, "guest-view")], timeout=3600)
+    text = r.stdout[r.stdout.find("guest-view: touch"):] if r.returncode == 0 else "guest-view failed:\n" + r.stderr[-1500:]
+    print(text)
+    with open(os.path.join(out, "results.md"), "a") as f:
+        f.write("\n## The guest's view, beside QEMU (tools/guest-view.py)\n\n```\n%s```\n" % text)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=os.path.join(ROOT, "lab-results"))
     ap.add_argument("--quick", action="store_true", help="a small matrix (CI-sized)")
     ap.add_argument("--no-qemu", action="store_true")
+    ap.add_argument("--guest-view-runs", type=int, default=3,
+                    help="rounds of tools/guest-view.py after the matrix (ours, QEMU 11.1 and 7.2, each beside a "
+                         "control run; 0: none; not with --quick)")
     ap.add_argument("--sources", default="gmem", help="comma list of source backends: gmem, shmem (default gmem)")
     ap.add_argument("--sizes", default=None, help="comma list of MiB the touch guest writes (default 64; 16 quick)")
     ap.add_argument("--links", default=None,
@@ -469,6 +486,8 @@ def main():
                 print("lab: cannot reserve 256 2 MiB pages: no QEMU 2 MiB run", file=sys.stderr)
         print(table(runs, qemu, args.out))
         plots(runs, args.out, qemu)
+        if not args.quick and args.guest_view_runs > 0:
+            guest_view(args.out, args.guest_view_runs, "" if args.no_qemu else "11.1,7.2")
         print("\nlab: results in %s (results.md, cdf.png, timeline.png, histograms.png)" % args.out)
     finally:
         for size_arg, n in reserved:
