@@ -75,6 +75,7 @@ static void install_tss(void) {
   for (unsigned i = 0; i <= IOMAP_BYTES; i++) tss.iomap[i] = 0xff;
   tss.iomap[0x3f8 / 8] = 0x00;             /* COM1 0x3f8..0x3ff */
   tss.iomap[0x501 / 8] &= (uint8_t)~0x06;  /* debug exit 0x501..0x502 */
+  tss.iomap[0x80 / 8] &= (uint8_t)~0x01;   /* POST port 0x80: touch.c times exits with it */
   uint64_t base = (uint64_t)(uintptr_t)&tss, limit = sizeof tss - 1;
   gdt64[5] = (limit & 0xffff) | ((base & 0xffffff) << 16) | (0x89ULL << 40) | (((limit >> 16) & 0xf) << 48) |
              (((base >> 24) & 0xff) << 56);

@@ -7,6 +7,11 @@
  * Verify: every page must carry its index, the generation recorded in a
  *        separate table (a stale page from an old copy fails here) and a
  *        pattern and checksum that match. Runs entirely in ring 3.
+ * Exit cost: after verifying, EXITCOST gives the median and fastest of 256
+ *        CPUIDs (a vCPU exit handled in the host kernel and back) and 256
+ *        writes to port 0x80 (an exit to the VMM's user space and back), the
+ *        vCPU's own share of any fault's latency, measured in the same run
+ *        where the guest ended (on a migration's destination).
  * Slow touches (>= record_us, default 32) are kept as {when, page, latency}
  * and printed at the end (SLOW/SLOWREC lines), after verification, so that
  * a VMM can join each one with its own record of the fault behind it.
@@ -98,6 +103,39 @@ static int place_region(struct region *r, uint64_t size_mib) {
   con_printf("touch: size=%lu MiB does not fit in guest RAM (needs %lu MiB from %lx; ram_top=%lu MiB)\n", size_mib,
              (end - base) / MIB, base, ram_top / MIB);
   return 0;
+}
+
+#define EXIT_SAMPLES 256
+
+static void sort_u64(uint64_t *v, unsigned n) {
+  for (unsigned i = 1; i < n; i++)
+    for (unsigned j = i; j && v[j - 1] > v[j]; j--) {
+      uint64_t t = v[j];
+      v[j] = v[j - 1], v[j - 1] = t;
+    }
+}
+
+/* Nanoseconds of the median and fastest of EXIT_SAMPLES exits of one kind. */
+static void exit_cost(int pio, uint64_t khz, uint64_t *p50_ns, uint64_t *min_ns) {
+  static uint64_t ns[EXIT_SAMPLES];
+  uint32_t regs[4];
+  for (unsigned i = 0; i < EXIT_SAMPLES; i++) {
+    uint64_t t0 = rdtsc();
+    if (pio) outb(0x80, (uint8_t)i);
+    else cpuid(0, 0, regs);
+    ns[i] = (rdtsc() - t0) * 1000000 / khz;
+  }
+  sort_u64(ns, EXIT_SAMPLES);
+  *p50_ns = ns[EXIT_SAMPLES / 2];
+  *min_ns = ns[0];
+}
+
+static void print_exit_cost(uint64_t khz) {
+  uint64_t c50, cmin, p50, pmin;
+  exit_cost(0, khz, &c50, &cmin);
+  exit_cost(1, khz, &p50, &pmin);
+  con_printf("EXITCOST samples=%u cpuid_p50_ns=%lu cpuid_min_ns=%lu pio_p50_ns=%lu pio_min_ns=%lu\n", EXIT_SAMPLES,
+             c50, cmin, p50, pmin);
 }
 
 static void fill(struct region *r, uint64_t khz) {
@@ -211,6 +249,7 @@ int workload_touch(void) {
   fill(&r, khz);
   touch_loop(&r, seconds, khz, hist, &st);
   int ok = verify(&r);
+  print_exit_cost(khz);
   print_hist(hist);
   print_slow(&r, &st);
   return ok ? EXIT_OK : EXIT_VERIFY_FAIL;

@@ -109,7 +109,10 @@ HelloReply Destination::accept_source(const Hello& hello) {
   }
   try {
     kvm_ = std::make_unique<vmm::KvmSystem>();
-    machine_ = std::make_unique<vmm::Machine>(*kvm_, config, options_.serial_sink);
+    machine_ = std::make_unique<vmm::Machine>(*kvm_, config, [this](std::string_view line) {
+      guest_view_.feed(line);
+      if (options_.serial_sink) options_.serial_sink(line);
+    });
     alias_ = machine_->memory().map_alias();
     bool staged = postcopy && options_.uffd_mode == vmm::UffdMode::Missing;
     if (staged) {
@@ -387,6 +390,7 @@ int Destination::run() {
   if (out.reason != vmm::StopReason::GuestExit)
     throw vmm::Error(fmt::format("guest stopped: {}: {}", vmm::stop_reason_name(out.reason), out.detail));
   spdlog::info("guest exited with code {} on the destination", out.exit_code);
+  add_guest_view();
   return out.exit_code;
 }
 

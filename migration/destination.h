@@ -15,6 +15,7 @@
 #include "channel.h"
 #include "fault_metrics.h"
 #include "guest_memory.h"
+#include "guest_view.h"
 #include "machine.h"
 #include "messages.h"
 #include "page_states.h"
@@ -51,6 +52,8 @@ class Destination {
   void urgent_loop();
   void finish_postcopy();
   void write_report();
+  void add_guest_view();
+  void save_report() const;
   bool announce_if_complete();
   void progress();
 
@@ -79,6 +82,10 @@ class Destination {
   } restore_parts_;
   Clock::time_point t_hello_, t_complete_, last_progress_, t_postcopy_;
   uint64_t main_bytes_at_postcopy_ = 0;
+  // What the guest saw (its serial lines), joined with metrics_ at its exit.
+  GuestView guest_view_;
+  nlohmann::ordered_json report_;
+  std::vector<FaultMetrics::Summary::Record> fault_records_;
 };
 
 }  // namespace migration

@@ -137,8 +137,17 @@ TEST_P(MigrationMatrix, GuestVerifiesOnTheDestination) {
   EXPECT_NE(m.dst.find("SLOW threshold_us=32 records="), std::string::npos) << m.dst;
   // One record per fault, to be joined with that record by page.
   EXPECT_EQ(m.report["fault_records"]["rows"].size(), m.report["faults"].get<size_t>());
+  // Once the guest exited, its record is joined with the faults in the report.
+  const auto& view = m.report["guest_view"];
+  ASSERT_TRUE(view.is_object()) << m.report.dump(2);
+  EXPECT_LE(view["faults_joined"].get<int>(), m.report["faults"].get<int>());
+  EXPECT_GT(view["vcpu_exit_cpuid_p50_us"].get<double>(), 0);
   if (mode == "postcopy") {
     EXPECT_GT(m.report["faults"].get<int>(), 0) << m.report.dump(2);
+    // 4 KiB pages of the touch buffer each fault once and are each a slow touch.
+    if (dst == "shmem") {
+      EXPECT_GT(view["faults_joined"].get<int>(), 0) << view.dump(2);
+    }
     EXPECT_EQ(m.report["uffd_mode"], c.uffd);
     // The destination times the push from its own start of postcopy, a few
     // ms after the source began filling the socket (uncapped: 500-900 MiB/s).
