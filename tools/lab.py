@@ -16,9 +16,11 @@ gnuplot:
   cdf.png        fault-latency CDF per destination backend
   timeline.png   faults over time (latency of each fault against its time)
   histograms.png guest-observed touch histogram next to the VMM-observed one
-Last (not with --quick), tools/guest-view.py: ours, QEMU 11.1 and QEMU 7.2 each
-beside a control run without migration, and our faults joined with the
-guest's touches (the waterfall), appended to results.md.
+Last (not with --quick), tools/guest-view.py on each --guest-view-backends
+(default shmem, then hugetlb-2m): ours beside QEMU 11.1 (and 7.2 on shmem),
+each beside a control run without migration, with our faults joined with the
+guest's touches (the waterfall) and judged against floors measured in the
+same run, appended to results.md.
 
   tools/lab.py [--out DIR] [--quick] [--no-qemu] [--links loopback,veth:rate=1000:rtt=2[:prio=off]]
                [--sources gmem,shmem] [--sizes 16,64]
@@ -403,15 +405,16 @@ def plots(runs, out, qemu=()):
         print("lab: gnuplot: " + r.stderr[-500:], file=sys.stderr)
 
 
-def guest_view(out, runs, qemus):
+def guest_view(out, runs, qemus, backend):
     """The control-adjusted comparison and the per-fault waterfall (tools/guest-view.py), appended
     to results.md: both VMMs migrated 0.5 s after the guest prints 'touch: filled'."""
     r = sh([sys.executable, os.path.join(ROOT, "tools/guest-view.py"), "--runs", str(runs), "--qemu", qemus,
-            "--out", os.path.join(out, "guest-view")], timeout=3600)
+            "--backend", backend, "--out", os.path.join(out, "guest-view-" + backend)], timeout=3600)
     text = r.stdout[r.stdout.find("guest-view: touch"):] if r.returncode == 0 else "guest-view failed:\n" + r.stderr[-1500:]
     print(text)
     with open(os.path.join(out, "results.md"), "a") as f:
-        f.write("\n## The guest's view, beside QEMU (tools/guest-view.py)\n\n```\n%s```\n" % text)
+        f.write("\n## The guest's view on %s, beside QEMU (tools/guest-view.py --backend %s)\n\n```\n%s```\n"
+                % (backend, backend, text))
 
 
 def main():
@@ -419,6 +422,8 @@ def main():
     ap.add_argument("--out", default=os.path.join(ROOT, "lab-results"))
     ap.add_argument("--quick", action="store_true", help="a small matrix (CI-sized)")
     ap.add_argument("--no-qemu", action="store_true")
+    ap.add_argument("--guest-view-backends", default="shmem,hugetlb-2m",
+                    help="destination backends tools/guest-view.py compares on (shmem, hugetlb-2m, hugetlb-1g)")
     ap.add_argument("--guest-view-runs", type=int, default=3,
                     help="rounds of tools/guest-view.py after the matrix (ours, QEMU 11.1 and 7.2, each beside a "
                          "control run; 0: none; not with --quick)")
@@ -487,7 +492,10 @@ def main():
         print(table(runs, qemu, args.out))
         plots(runs, args.out, qemu)
         if not args.quick and args.guest_view_runs > 0:
-            guest_view(args.out, args.guest_view_runs, "" if args.no_qemu else "11.1,7.2")
+            for backend in args.guest_view_backends.split(","):
+                # QEMU 7.2 beside 11.1 on 4 KiB pages; on hugepages the newest is the peer.
+                peers = "11.1,7.2" if backend == "shmem" else "11.1"
+                guest_view(args.out, args.guest_view_runs, "" if args.no_qemu else peers, backend)
         print("\nlab: results in %s (results.md, cdf.png, timeline.png, histograms.png)" % args.out)
     finally:
         for size_arg, n in reserved:

@@ -93,6 +93,12 @@ def slow_summary(serial):
     return summary, recs
 
 
+def exit_cost(serial):
+    """The guest's EXITCOST line (touch.c): what one vCPU exit costs it, in ns."""
+    m = re.search(r"^EXITCOST (.*)$", serial, re.M)
+    return {k: int(v) for k, v in (kv.split("=") for kv in m.group(1).split())} if m else {}
+
+
 def free_port():
     """A loopback port the kernel just handed out (and took back)."""
     with socket.socket() as s:
@@ -200,7 +206,7 @@ def main():
             "postcopy_latency_ns": dinfo.get("postcopy-latency"),  # QEMU documents ns
             "postcopy_vcpu_latency_ns": dinfo.get("postcopy-vcpu-latency"),
             "postcopy_latency_dist": dinfo.get("postcopy-latency-dist"),
-            "guest_slow": slow, "guest_slow_records": recs,
+            "guest_slow": slow, "guest_slow_records": recs, "guest_exit_cost_ns": exit_cost(serial),
             "verify_ok": "VERIFY OK" in serial, "guest_hist_us": hist, "qemu_exit": dst.returncode,
             "logs": tmp}, indent=2))
         return 0 if info.get("status") == "completed" and "VERIFY OK" in serial else 1
@@ -223,7 +229,8 @@ def control(args, tmp, cmdline):
     print(json.dumps({"peer": "qemu", "qemu": args.qemu, "control": True,
                       "backend": "memfd" + ("-hugetlb-" + args.hugetlb if args.hugetlb else ""),
                       "verify_ok": "VERIFY OK" in serial, "guest_hist_us": histogram(serial),
-                      "guest_slow": slow, "guest_slow_records": recs, "logs": tmp}, indent=2))
+                      "guest_slow": slow, "guest_slow_records": recs, "guest_exit_cost_ns": exit_cost(serial),
+                      "logs": tmp}, indent=2))
     return 0 if "VERIFY OK" in serial else 1
 
 

@@ -323,15 +323,16 @@ TEST(GuestView, JoinsOurFaultsWithTheGuestsTouches) {
                        120);
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("ours "), std::string::npos) << r.output;
-  int joined = 0, faults = 0;
-  auto at = r.output.find("faults joined with the guest's touch of the page (");
+  // The destination's join, from its report: faults joined in the one round.
+  int joined = 0;
+  auto at = r.output.find("with the guest's touch of the page (");
   ASSERT_NE(at, std::string::npos) << r.output;
-  ASSERT_EQ(sscanf(r.output.c_str() + at, "faults joined with the guest's touch of the page (%d of %d", &joined, &faults),
-            2)
+  ASSERT_EQ(sscanf(r.output.c_str() + at, "with the guest's touch of the page (%d faults joined", &joined), 1)
       << r.output;
-  EXPECT_GT(faults, 0) << r.output;
   EXPECT_GT(joined, 0) << r.output;
-  EXPECT_LE(joined, faults) << r.output;
+  // Judged against floors measured in the same run.
+  EXPECT_NE(r.output.find("floors per round: tcp 4 KiB "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("guest-observed fault latency / floor: p50 "), std::string::npos) << r.output;
 }
 
 // Two "hosts" in network namespaces joined by veth, with an added round trip
