@@ -8,8 +8,12 @@
 #include <linux/sockios.h>
 #include <poll.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <climits>
 
 #include <array>
 #include <charconv>
@@ -76,15 +80,66 @@ void Channel::send_gather(FrameType type, uint32_t flags, std::span<const uint8_
   write_frame(type, bufs, header.size() + length);
 }
 
-FrameHeader Channel::receive_header(std::array<uint8_t, kHeaderSize>& raw) {
-  if (receive_timeout_.count() > 0) {
-    pollfd pfd{socket_.native_handle(), POLLIN, 0};
-    if (::poll(&pfd, 1, static_cast<int>(receive_timeout_.count())) == 0)
-      throw ConnectionError(fmt::format("{} sent nothing within the receive timeout ({} ms)", peer_,
-                                        receive_timeout_.count()));
+// Without a timeout, Asio's blocking read. With one, non-blocking recvmsg()
+// and poll() only when nothing is there, until the bytes are in or the frame's
+// deadline passed (Asio's blocking reads retry past SO_RCVTIMEO).
+template <typename Buffers>
+size_t Channel::read_all(const Buffers& bufs, size_t total, boost::system::error_code& ec) {
+  if (receive_timeout_.count() == 0) return asio::read(socket_, bufs, ec);
+  std::vector<iovec> iov;
+  for (auto it = asio::buffer_sequence_begin(bufs); it != asio::buffer_sequence_end(bufs); ++it) {
+    asio::mutable_buffer b = *it;
+    if (b.size()) iov.push_back({b.data(), b.size()});
   }
+  size_t done = 0, first = 0;
+  int fd = socket_.native_handle();
+  while (done < total) {
+    msghdr msg{};
+    msg.msg_iov = iov.data() + first;
+    msg.msg_iovlen = std::min<size_t>(iov.size() - first, IOV_MAX);
+    ssize_t n = ::recvmsg(fd, &msg, MSG_DONTWAIT);
+    if (n == 0) {
+      ec = asio::error::eof;
+      return done;
+    }
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        ec = boost::system::error_code(errno, boost::system::system_category());
+        return done;
+      }
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(frame_deadline_ -
+                                                                        std::chrono::steady_clock::now());
+      pollfd pfd{fd, POLLIN, 0};
+      if (left.count() <= 0 || ::poll(&pfd, 1, static_cast<int>(left.count())) == 0) {
+        ec = asio::error::timed_out;
+        return done;
+      }
+      continue;
+    }
+    done += static_cast<size_t>(n);
+    for (auto left = static_cast<size_t>(n); left > 0;) {  // advance past what was read
+      if (left >= iov[first].iov_len) {
+        left -= iov[first].iov_len;
+        first++;
+      } else {
+        iov[first].iov_base = static_cast<uint8_t*>(iov[first].iov_base) + left;
+        iov[first].iov_len -= left;
+        left = 0;
+      }
+    }
+  }
+  return done;
+}
+
+FrameHeader Channel::receive_header(std::array<uint8_t, kHeaderSize>& raw) {
+  frame_deadline_ = std::chrono::steady_clock::now() + receive_timeout_;
   boost::system::error_code ec;
-  asio::read(socket_, asio::buffer(raw), ec);
+  std::array<asio::mutable_buffer, 1> b = {asio::buffer(raw)};
+  read_all(b, raw.size(), ec);
+  if (ec == asio::error::timed_out)
+    throw ConnectionError(fmt::format("{} sent nothing within the receive timeout ({} ms)", peer_,
+                                      receive_timeout_.count()));
   if (ec == asio::error::eof) throw ConnectionError(fmt::format("{} closed the connection", peer_));
   if (ec) throw ConnectionError(fmt::format("receiving from {} failed: {}", peer_, ec.message()));
   bytes_received_ += kHeaderSize;
@@ -93,14 +148,21 @@ FrameHeader Channel::receive_header(std::array<uint8_t, kHeaderSize>& raw) {
 
 void Channel::read_exact(std::span<uint8_t> out) {
   boost::system::error_code ec;
-  asio::read(socket_, asio::buffer(out.data(), out.size()), ec);
+  std::array<asio::mutable_buffer, 1> b = {asio::buffer(out.data(), out.size())};
+  read_all(b, out.size(), ec);
+  if (ec == asio::error::timed_out)
+    throw ConnectionError(fmt::format("frame from {} did not arrive whole within {} ms", peer_,
+                                      receive_timeout_.count()));
   if (ec) throw ConnectionError(fmt::format("frame from {} is truncated: {}", peer_, ec.message()));
   bytes_received_ += out.size();
 }
 
 void Channel::read_scatter(const std::vector<asio::mutable_buffer>& bufs, size_t total) {
   boost::system::error_code ec;
-  size_t n = asio::read(socket_, bufs, ec);
+  size_t n = read_all(bufs, total, ec);
+  if (ec == asio::error::timed_out)
+    throw ConnectionError(fmt::format("frame from {} did not arrive whole within {} ms", peer_,
+                                      receive_timeout_.count()));
   if (ec || n != total) throw ConnectionError(fmt::format("frame from {} is truncated: {}", peer_, ec.message()));
   bytes_received_ += n;
 }
@@ -115,9 +177,21 @@ Frame Channel::receive() {
   return f;
 }
 
-// Asio's blocking reads retry past SO_RCVTIMEO (they poll on EAGAIN), so the
-// timeout is a poll() before each frame instead.
 void Channel::set_receive_timeout(std::chrono::milliseconds timeout) { receive_timeout_ = timeout; }
+
+std::string Channel::set_link_timeout(std::chrono::milliseconds timeout) {
+  int fd = socket_.native_handle();
+  auto ms = static_cast<unsigned>(timeout.count());
+  int on = 1, idle = std::max(1, static_cast<int>(timeout.count() / 3000)), intvl = 1, cnt = 3;
+  if (::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof ms) < 0)
+    return "TCP_USER_TIMEOUT: " + vmm::describe_errno(errno);
+  if (::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on) < 0 ||
+      ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle) < 0 ||
+      ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl) < 0 ||
+      ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt) < 0)
+    return "TCP keepalive: " + vmm::describe_errno(errno);
+  return "";
+}
 
 bool Channel::wait_sent(uint64_t bytes, std::chrono::milliseconds limit) {
   auto deadline = std::chrono::steady_clock::now() + limit;
@@ -152,15 +226,36 @@ std::pair<std::string, uint16_t> split_host_port(const std::string& s) {
   return {host, static_cast<uint16_t>(port)};
 }
 
-std::unique_ptr<Channel> connect_channel(asio::io_context& io, const std::string& host_port) {
+std::unique_ptr<Channel> connect_channel(asio::io_context& io, const std::string& host_port,
+                                         std::chrono::milliseconds timeout) {
   auto [host, port] = split_host_port(host_port);
   tcp::resolver resolver(io);
   boost::system::error_code ec;
   auto endpoints = resolver.resolve(host, std::to_string(port), ec);
   if (ec) throw ConnectionError(fmt::format("cannot resolve {}: {}", host, ec.message()));
   tcp::socket socket(io);
-  asio::connect(socket, endpoints, ec);
+  if (timeout.count() == 0) {
+    asio::connect(socket, endpoints, ec);
+    if (ec) throw ConnectionError(fmt::format("cannot connect to {}: {}", host_port, ec.message()));
+    return std::make_unique<Channel>(std::move(socket), host_port);
+  }
+  // A timed connect: non-blocking, poll for writable, then SO_ERROR.
+  const tcp::endpoint ep = *endpoints.begin();
+  socket.open(ep.protocol());
+  socket.non_blocking(true);
+  socket.connect(ep, ec);
+  if (ec == asio::error::in_progress || ec == asio::error::would_block) {
+    pollfd pfd{socket.native_handle(), POLLOUT, 0};
+    int rc = ::poll(&pfd, 1, static_cast<int>(timeout.count()));
+    if (rc == 0) throw ConnectionError(fmt::format("cannot connect to {}: no answer within {} ms", host_port,
+                                                   timeout.count()));
+    int err = 0;
+    socklen_t len = sizeof err;
+    ::getsockopt(socket.native_handle(), SOL_SOCKET, SO_ERROR, &err, &len);
+    ec = err ? boost::system::error_code(err, boost::system::system_category()) : boost::system::error_code();
+  }
   if (ec) throw ConnectionError(fmt::format("cannot connect to {}: {}", host_port, ec.message()));
+  socket.non_blocking(false);
   return std::make_unique<Channel>(std::move(socket), host_port);
 }
 

@@ -46,9 +46,15 @@ class Channel {
   FrameHeader receive_header(std::array<uint8_t, kHeaderSize>& raw);
   void read_exact(std::span<uint8_t> out);
   void read_scatter(const std::vector<boost::asio::mutable_buffer>& bufs, size_t total);
-  // A receive that waits longer than this fails (0: wait forever). Used for
-  // the handshake, so a peer that connects and says nothing cannot hang us.
+  // A frame that takes longer than this to arrive, counted from when its
+  // receive began (0: wait forever), fails with ConnectionError. Used for the
+  // handshake (a peer that connects and says nothing, or half a frame, cannot
+  // hang us) and during postcopy, where heartbeats keep an idle link talking.
   void set_receive_timeout(std::chrono::milliseconds timeout);
+  // A peer that leaves sent data unacknowledged this long is gone: the kernel
+  // aborts the connection (TCP_USER_TIMEOUT), so a blocked send fails too;
+  // keepalive probes an idle one. Returns "" or what the kernel refused.
+  std::string set_link_timeout(std::chrono::milliseconds timeout);
   // Waits, at most `limit`, until the kernel holds at most `bytes` of what
   // this side sent and the peer has not acknowledged (SIOCOUTQ). Returns
   // whether it got there. Lets a sender stop its guest only once the queue
@@ -72,6 +78,9 @@ class Channel {
  private:
   template <typename Buffers>
   void write_frame(FrameType type, const Buffers& bufs, uint64_t bytes);
+  // Reads exactly `total` bytes into `bufs`, within the current frame's deadline.
+  template <typename Buffers>
+  size_t read_all(const Buffers& bufs, size_t total, boost::system::error_code& ec);
 
   boost::asio::ip::tcp::socket socket_;
   std::string peer_;
@@ -79,12 +88,15 @@ class Channel {
   uint64_t bytes_sent_ = 0;
   uint64_t bytes_received_ = 0;
   std::chrono::milliseconds receive_timeout_{0};
+  std::chrono::steady_clock::time_point frame_deadline_{};  // of the frame being received
 };
 
 // "host:port" -> (host, port); throws vmm::Error when malformed.
 std::pair<std::string, uint16_t> split_host_port(const std::string& s);
 
-// Connects to host:port (TCP_NODELAY set).
-std::unique_ptr<Channel> connect_channel(boost::asio::io_context& io, const std::string& host_port);
+// Connects to host:port (TCP_NODELAY set), giving up after `timeout` (0: the
+// kernel's own connect timeout).
+std::unique_ptr<Channel> connect_channel(boost::asio::io_context& io, const std::string& host_port,
+                                         std::chrono::milliseconds timeout = std::chrono::milliseconds(0));
 
 }  // namespace migration

@@ -237,10 +237,11 @@ void Destination::start_guest(const PostcopyBegin& begin) {
   pages_->begin_postcopy(begin.missing, missing ? uffd_.get() : nullptr, &metrics_);
   if (missing) {
     register_postcopy();
-    resolver_ = std::make_unique<FaultResolver>(*uffd_, *pages_, *urgent_, metrics_);
+    resolver_ = std::make_unique<FaultResolver>(
+        *uffd_, *pages_, [this](const std::vector<uint64_t>& pages) { request_pages(pages); }, metrics_);
     resolver_->start();
     pages_->start_mapper();
-    urgent_thread_ = std::thread([this] { urgent_loop(); });
+    start_link_threads();
   } else if (uffd_) {
     uffd_->unregister(machine_->memory().primary(), hello_.mem_size);
     uffd_.reset();
@@ -266,7 +267,8 @@ void Destination::start_guest(const PostcopyBegin& begin) {
 void Destination::progress() {
   auto now = Clock::now();
   if (now - last_progress_ < std::chrono::seconds(1)) return;
-  double mib = static_cast<double>(main_->bytes_received() + urgent_->bytes_received()) / (1 << 20);
+  double mib = static_cast<double>(main_bytes_before_ + main_->bytes_received() + urgent_bytes_before_ +
+                                   urgent_->bytes_received()) / (1 << 20);
   spdlog::info("postcopy: {} pages left of {}, {:.0f} MiB received ({:.0f} MiB/s overall), {} faults so far",
                pages_->npages() - pages_->present(), pages_->npages(), mib, mib / ms_between(t_hello_, now) * 1000,
                metrics_.faults_resolved());
@@ -292,12 +294,148 @@ void Destination::urgent_loop() {
       pages_->receive_pages(*urgent_, raw, h, true);
       announce_if_complete();
     }
+  } catch (const ConnectionError& e) {
+    // A lost link: the main thread finds its connection ended too, and recovers.
+    if (complete_) return;
+    spdlog::debug("receive: urgent connection: {}", e.what());
+    main_->shutdown();
   } catch (const std::exception& e) {
     if (complete_) return;
     std::lock_guard lock(error_mutex_);
     error_ = fmt::format("urgent connection: {}", e.what());
     main_->shutdown();
   }
+}
+
+void Destination::request_pages(const std::vector<uint64_t>& pages) {
+  std::lock_guard lock(link_mutex_);
+  if (!link_up_) return;  // they stay Requested, and are asked for again once the link is back
+  try {
+    for (size_t i = 0; i < pages.size(); i += kMaxRequestPages) {
+      std::vector<uint64_t> part(pages.begin() + static_cast<long>(i),
+                                 pages.begin() + static_cast<long>(std::min(pages.size(), i + kMaxRequestPages)));
+      urgent_->send(FrameType::PageRequest, 0, encode_request(part));
+    }
+  } catch (const ConnectionError& e) {
+    spdlog::debug("receive: page request: {}", e.what());
+    link_up_ = false;
+    main_->shutdown();  // the main thread notices and recovers
+  }
+}
+
+void Destination::start_link_threads() {
+  {
+    std::lock_guard lock(link_mutex_);
+    link_up_ = true;
+  }
+  for (auto* ch : {main_.get(), urgent_.get()})
+    if (auto why = ch->set_link_timeout(options_.link.link_timeout); !why.empty())
+      spdlog::warn("receive: a blocked send notices a lost link only from the receive side ({} refused)", why);
+  // Silence on the main connection for the link timeout is a lost link; the
+  // urgent one idles whenever the guest does not fault.
+  main_->set_receive_timeout(options_.link.link_timeout);
+  urgent_->set_receive_timeout(std::chrono::milliseconds(0));
+  heartbeat_ = std::make_unique<Heartbeat>(*main_, options_.link.link_timeout / 4);
+  urgent_thread_ = std::thread([this] { urgent_loop(); });
+}
+
+void Destination::stop_link_threads() {
+  {
+    std::lock_guard lock(link_mutex_);
+    link_up_ = false;
+  }
+  main_->shutdown();
+  urgent_->shutdown();
+  heartbeat_.reset();
+  if (urgent_thread_.joinable()) urgent_thread_.join();
+}
+
+// Accepts one connection; installs it if it is this migration's reconnection.
+bool Destination::take_reconnection(std::chrono::milliseconds left) {
+  try {
+    auto m = accept_one(*acceptor_, std::max(left, std::chrono::milliseconds(1)), "reconnecting source");
+    m->set_receive_timeout(options_.link.link_timeout);
+    Hello h = receive_hello(*m);
+    if (h.role != Role::Main || !h.resume || h.session != hello_.session) {
+      HelloReply no;
+      no.reason = "this destination is receiving another migration; it takes only that one's reconnection";
+      m->send(FrameType::HelloReply, 0, encode(no));
+      spdlog::warn("receive: refused a connection from {}: not this migration's reconnection", m->peer());
+      return false;
+    }
+    HelloReply yes;
+    yes.accepted = true;
+    yes.dst_backend = std::string(vmm::backend_name(options_.backend));
+    yes.dst_page_size = pages_->page_size();
+    yes.uffd_minor = true;
+    m->send(FrameType::HelloReply, 0, encode(yes));
+    auto u = accept_one(*acceptor_, options_.link.link_timeout, "reconnecting urgent");
+    u->set_receive_timeout(options_.link.link_timeout);
+    Hello uh = receive_hello(*u);
+    if (uh.role != Role::Urgent || uh.session != hello_.session)
+      throw ProtocolError("the reconnection's second connection is not its urgent channel");
+    if (auto why = u->mark_urgent(); !why.empty()) spdlog::debug("receive: page requests go unmarked ({})", why);
+    // What this side holds: the source pushes the rest again.
+    auto present = pages_->present_bitmap();
+    uint64_t npages = pages_->npages();
+    for (uint64_t first = 0; first < npages; first += kMaxReceivedPages) {
+      uint64_t n = std::min(kMaxReceivedPages, npages - first);
+      Received r{first, n, std::vector<uint64_t>(present.begin() + static_cast<long>(first / 64),
+                                                 present.begin() + static_cast<long>((first + n + 63) / 64))};
+      m->send(FrameType::Received, first + n == npages ? kReceivedLast : 0, encode(r));
+    }
+    std::lock_guard lock(link_mutex_);
+    main_bytes_before_ += main_->bytes_received();
+    urgent_bytes_before_ += urgent_->bytes_received();
+    main_ = std::move(m);
+    urgent_ = std::move(u);
+    return true;
+  } catch (const ConnectionError& e) {
+    if (left.count() <= 1) throw;
+    spdlog::warn("receive: a reconnection failed: {}", e.what());
+  } catch (const ProtocolError& e) {
+    spdlog::warn("receive: a reconnection failed: {}", e.what());
+  }
+  return false;
+}
+
+// The link is lost after the guest started here: keep it running on what it
+// has, keep listening, take the source's reconnection, say what we hold, ask
+// again for what was asked and not answered.
+void Destination::recover(const std::string& why) {
+  auto t_lost = Clock::now();
+  stop_link_threads();
+  bool acked = started_acked_;
+  // Before StartedAck the source may resume the guest itself: this copy waits.
+  if (!acked) vcpu_->request_pause();
+  uint64_t missing = pages_->npages() - pages_->present();
+  spdlog::warn("postcopy: link lost ({}); {} of {} pages still on the source; {}; waiting up to {:.0f} s for it to "
+               "reconnect", why, missing, pages_->npages(),
+               acked ? "the guest runs on the pages it has" : "the guest is paused until the source confirms it let go",
+               static_cast<double>(options_.link.recovery_timeout.count()) / 1000);
+  auto deadline = t_lost + options_.link.recovery_timeout;
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    if (left.count() <= 0)
+      throw vmm::Error(fmt::format("the source did not reconnect within {:.0f} s of the lost link ({}): {} pages "
+                                   "never came, and the guest cannot run without them",
+                                   static_cast<double>(options_.link.recovery_timeout.count()) / 1000, why,
+                                   pages_->npages() - pages_->present()));
+    try {
+      if (take_reconnection(left)) break;
+    } catch (const ConnectionError&) {
+      // accept() found nobody before the deadline: the loop says so
+    }
+  }
+  std::vector<uint64_t> again = pages_->outstanding();
+  start_link_threads();
+  request_pages(again);
+  // The source redials only once it let go of the guest (it got Started).
+  started_acked_ = true;
+  if (!acked) vcpu_->resume();
+  pauses_.push_back({ms_between(t_lost, Clock::now()), pages_->npages() - pages_->present(), again.size()});
+  spdlog::info("postcopy: resumed after {:.0f} ms; {} pages still to come, {} asked for again", pauses_.back().ms,
+               pauses_.back().pages_missing, again.size());
 }
 
 void Destination::receive_postcopy() {
@@ -313,20 +451,26 @@ void Destination::receive_postcopy() {
     try {
       std::array<uint8_t, kHeaderSize> raw;
       FrameHeader h = main_->receive_header(raw);
-      if (h.type == FrameType::Error) {
+      if (h.type == FrameType::Pages) {
+        pages_->receive_pages(*main_, raw, h, true);
+      } else {
         std::vector<uint8_t> payload(h.length);
         main_->read_exact(payload);
         verify_crc(raw, payload, h.crc);
-        throw vmm::Error("the source gave up: " + decode_error(payload));
+        if (h.type == FrameType::Error) throw vmm::Error("the source gave up: " + decode_error(payload));
+        if (h.type == FrameType::StartedAck) started_acked_ = true;
+        else if (h.type != FrameType::Heartbeat)
+          throw ProtocolError(fmt::format("unexpected {} during postcopy", frame_type_name(h.type)));
       }
-      if (h.type != FrameType::Pages)
-        throw ProtocolError(fmt::format("unexpected {} during postcopy", frame_type_name(h.type)));
-      pages_->receive_pages(*main_, raw, h, true);
-    } catch (const ConnectionError&) {
+    } catch (const ConnectionError& e) {
       if (complete_) break;
-      std::lock_guard lock(error_mutex_);
-      if (!error_.empty()) throw vmm::Error(error_);
-      throw;
+      {
+        std::lock_guard lock(error_mutex_);
+        if (!error_.empty()) throw vmm::Error(error_);
+      }
+      if (!resolver_) throw;  // nothing was left for postcopy: nothing to recover
+      recover(e.what());
+      continue;
     }
     announce_if_complete();
     progress();
@@ -346,13 +490,15 @@ void Destination::finish_postcopy() {
   }
   // A fault between the resolver's stop and here is woken by unregister().
   if (uffd_) uffd_->unregister(machine_->memory().primary(), hello_.mem_size);
+  heartbeat_.reset();
   urgent_->shutdown();
   if (urgent_thread_.joinable()) urgent_thread_.join();
 }
 
 int Destination::run() {
   auto [host, port] = split_host_port(options_.listen);
-  tcp::acceptor acceptor(io_);
+  acceptor_ = std::make_unique<tcp::acceptor>(io_);
+  tcp::acceptor& acceptor = *acceptor_;
   tcp::endpoint ep(asio::ip::make_address(host), port);
   acceptor.open(ep.protocol());
   acceptor.set_option(tcp::acceptor::reuse_address(true));
@@ -376,8 +522,9 @@ int Destination::run() {
   Hello urgent_hello = receive_hello(*urgent_);
   if (urgent_hello.role != Role::Urgent || urgent_hello.session != hello_.session)
     throw ProtocolError("the second connection is not this migration's urgent channel");
-  // Past the handshake, silence is normal (the urgent connection idles
-  // whenever the guest does not fault); a dead peer shows as a closed connection.
+  // Past the handshake and until the guest starts here, a dead peer shows
+  // as a closed connection (the source may take long to map a large guest);
+  // in postcopy the link timeout and heartbeats take over.
   main_->set_receive_timeout(std::chrono::milliseconds(0));
   urgent_->set_receive_timeout(std::chrono::milliseconds(0));
   spdlog::info("receive: {} from {} ({} on the source), mode {}", vmm::format_size(hello_.mem_size), main_->peer(),

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
 
 #include <memory>
 #include <optional>
@@ -15,6 +16,7 @@
 #include "channel.h"
 #include "fault_metrics.h"
 #include "guest_memory.h"
+#include "link.h"
 #include "guest_view.h"
 #include "machine.h"
 #include "messages.h"
@@ -34,6 +36,7 @@ struct DestinationOptions {
   // connection may come any time: `vmm receive` waits for a migration).
   std::chrono::milliseconds handshake_timeout{30000};
   vmm::Serial::LineSink serial_sink;
+  LinkOptions link;
 };
 
 class Destination {
@@ -50,6 +53,13 @@ class Destination {
   void register_postcopy();
   void receive_postcopy();
   void urgent_loop();
+  // Postcopy's link: requests go out through here; a lost link is replaced
+  // by the source's reconnection of the same migration.
+  void request_pages(const std::vector<uint64_t>& pages);
+  void recover(const std::string& why);
+  bool take_reconnection(std::chrono::milliseconds left);
+  void start_link_threads();
+  void stop_link_threads();
   void finish_postcopy();
   void write_report();
   void add_guest_view();
@@ -59,7 +69,18 @@ class Destination {
 
   DestinationOptions options_;
   boost::asio::io_context io_;
+  std::unique_ptr<boost::asio::ip::tcp::acceptor> acceptor_;
+  std::mutex link_mutex_;  // main_ and urgent_ are replaced under it
   std::unique_ptr<Channel> main_, urgent_;
+  bool link_up_ = false;
+  std::unique_ptr<Heartbeat> heartbeat_;
+  std::atomic<bool> started_acked_{false};  // the source let go of the guest (StartedAck)
+  uint64_t main_bytes_before_ = 0, urgent_bytes_before_ = 0;  // on connections since replaced
+  struct Pause {
+    double ms;
+    uint64_t pages_missing, requests_outstanding;
+  };
+  std::vector<Pause> pauses_;
   Hello hello_;
   std::unique_ptr<vmm::KvmSystem> kvm_;
   std::unique_ptr<vmm::Machine> machine_;

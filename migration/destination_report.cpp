@@ -39,15 +39,26 @@ void Destination::write_report() {
                                   {"wait_for_begin", restore_parts_.wait_begin_ms},
                                   {"start_guest", restore_parts_.start_ms}}}};
   j["total_ms"] = total_ms;
-  j["bytes_received"] = main_->bytes_received() + urgent_->bytes_received();
+  uint64_t main_bytes = main_bytes_before_ + main_->bytes_received();
+  uint64_t urgent_bytes = urgent_bytes_before_ + urgent_->bytes_received();
+  j["bytes_received"] = main_bytes + urgent_bytes;
   // What answering the faults cost on the wire: the urgent connection carries
   // only requested pages (and requests' answers the push had in flight).
-  j["urgent_bytes_received"] = urgent_->bytes_received();
+  j["urgent_bytes_received"] = urgent_bytes;
   // Background push rate: main-connection bytes from switchover to completion.
   double push_s = std::chrono::duration<double>(t_complete_ - t_postcopy_).count();
-  double push_mib = static_cast<double>(main_->bytes_received() - main_bytes_at_postcopy_) / (1 << 20);
+  double push_mib = static_cast<double>(main_bytes - main_bytes_at_postcopy_) / (1 << 20);
   j["push_mib"] = push_mib;
   j["push_mib_per_s"] = push_s > 0 ? push_mib / push_s : 0.0;
+  // Each lost link: how long the pause lasted, what was still missing then,
+  // and how many requests went out again on the new connection.
+  nlohmann::ordered_json pauses = nlohmann::ordered_json::array();
+  double paused_ms = 0;
+  for (const auto& p : pauses_) {
+    pauses.push_back({{"ms", p.ms}, {"pages_missing", p.pages_missing}, {"requests_outstanding", p.requests_outstanding}});
+    paused_ms += p.ms;
+  }
+  j["link_pauses"] = pauses;
   nlohmann::ordered_json timeline = nlohmann::ordered_json::array();
   for (const auto& r : s.records)
     timeline.push_back({r.t_ms, r.read_to_request_us + r.request_to_data_us + r.data_to_mapped_us});
@@ -59,14 +70,16 @@ void Destination::write_report() {
              "  per fault (p50 us): read->request {:.0f}, request->data {:.0f}, data->mapped {:.0f} ({})\n"
              "  by path: requested {} (p50 {:.0f}, p99 {:.0f} us); already in flight on the push {} (p50 {:.0f}, p99 {:.0f} us)\n"
              "  vCPU blocked {:.2f} ms; pages requested {}, pushed {}; zero 4 KiB chunks skipped {}\n"
-             "  precopy rounds {}; downtime {:.2f} ms (source {:.2f} + destination {:.2f}); total {:.0f} ms\n\n",
+             "  precopy rounds {}; downtime {:.2f} ms (source {:.2f} + destination {:.2f}); total {:.0f} ms\n"
+             "  lost links recovered {} (paused {:.0f} ms in all)\n\n",
              hello_.src_backend, vmm::backend_name(options_.backend), vmm::format_size(pages_->page_size()),
              mode_name(hello_.mode), uffd_ ? vmm::uffd_mode_name(options_.uffd_mode) : "none", s.faults, s.p50_us, s.p90_us, s.p99_us, s.max_us, s.mean_us, s.request_us_p50,
              s.network_us_p50, s.continue_us_p50,
              options_.uffd_mode == vmm::UffdMode::Minor ? "UFFDIO_CONTINUE" : "UFFDIO_COPY", s.requested.faults,
              s.requested.p50_us, s.requested.p99_us, s.in_flight.faults, s.in_flight.p50_us, s.in_flight.p99_us,
              s.blocked_ms, s.pages_requested, pages_->pages_pushed(),
-             pages_->chunks_skipped(), rounds_, downtime_ms, source_stop_ms_, restore_ms_, total_ms);
+             pages_->chunks_skipped(), rounds_, downtime_ms, source_stop_ms_, restore_ms_, total_ms, pauses_.size(),
+             paused_ms);
   report_ = std::move(j);
   fault_records_ = std::move(s.records);
   save_report();

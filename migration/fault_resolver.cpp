@@ -16,8 +16,8 @@
 
 namespace migration {
 
-FaultResolver::FaultResolver(const vmm::Userfaultfd& uffd, PageStates& pages, Channel& urgent, FaultMetrics& metrics)
-    : uffd_(uffd), pages_(pages), urgent_(urgent), metrics_(metrics), stop_fd_(::eventfd(0, EFD_CLOEXEC)) {
+FaultResolver::FaultResolver(const vmm::Userfaultfd& uffd, PageStates& pages, Request request, FaultMetrics& metrics)
+    : uffd_(uffd), pages_(pages), request_(std::move(request)), metrics_(metrics), stop_fd_(::eventfd(0, EFD_CLOEXEC)) {
   if (!stop_fd_) vmm::throw_errno("eventfd");
 }
 
@@ -87,7 +87,7 @@ void FaultResolver::loop() {
     if (batch.empty()) continue;
     auto t = Clock::now();  // recorded first: the answer may complete the page before send() returns
     for (uint64_t p : batch) metrics_.request_sent(p, t);
-    urgent_.send(FrameType::PageRequest, 0, encode_request(batch));
+    request_(batch);
   }
 }
 

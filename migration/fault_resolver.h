@@ -5,7 +5,9 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <thread>
+#include <vector>
 
 #include "channel.h"
 #include "fault_metrics.h"
@@ -17,7 +19,11 @@ namespace migration {
 
 class FaultResolver {
  public:
-  FaultResolver(const vmm::Userfaultfd& uffd, PageStates& pages, Channel& urgent, FaultMetrics& metrics);
+  // `request` asks the source for pages (the urgent connection). While the
+  // link is lost it may drop them: they stay Requested, and are asked for
+  // again once it is back (PageStates::outstanding()).
+  using Request = std::function<void(const std::vector<uint64_t>& pages)>;
+  FaultResolver(const vmm::Userfaultfd& uffd, PageStates& pages, Request request, FaultMetrics& metrics);
   ~FaultResolver();
   void start();
   void stop();
@@ -31,7 +37,7 @@ class FaultResolver {
 
   const vmm::Userfaultfd& uffd_;
   PageStates& pages_;
-  Channel& urgent_;
+  Request request_;
   FaultMetrics& metrics_;
   vmm::UniqueFd stop_fd_;
   std::thread thread_;

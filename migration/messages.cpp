@@ -41,6 +41,7 @@ std::vector<uint8_t> encode(const Hello& m) {
   w.u64(m.mem_size);
   w.str(m.src_backend);
   w.u64(m.src_page_size);
+  w.u8(m.resume ? 1 : 0);
   return std::move(w.buffer());
 }
 
@@ -57,6 +58,9 @@ Hello decode_hello(std::span<const uint8_t> p) {
   m.mem_size = r.u64();
   m.src_backend = r.str(64);
   m.src_page_size = r.u64();
+  uint8_t resume = r.u8();
+  if (resume > 1) throw ProtocolError(fmt::format("bad resume flag {}", resume));
+  m.resume = resume == 1;
   r.expect_end();
   if (m.mem_size == 0 || m.mem_size % kChunk) throw ProtocolError(fmt::format("bad memory size {}", m.mem_size));
   return m;
@@ -132,6 +136,27 @@ std::vector<uint8_t> encode(const Started& m) {
 Started decode_started(std::span<const uint8_t> p) {
   ByteReader r(p, "Started");
   Started m{r.u64()};
+  r.expect_end();
+  return m;
+}
+
+std::vector<uint8_t> encode(const Received& m) {
+  ByteWriter w;
+  w.u64(m.first_page);
+  w.u64(m.npages);
+  for (uint64_t x : m.bits) w.u64(x);
+  return std::move(w.buffer());
+}
+
+Received decode_received(std::span<const uint8_t> p, uint64_t npages) {
+  ByteReader r(p, "Received");
+  Received m;
+  m.first_page = r.u64();
+  m.npages = r.u64();
+  if (m.first_page % 64 || m.npages == 0 || m.npages > kMaxReceivedPages || m.first_page > npages ||
+      m.npages > npages - m.first_page)
+    throw ProtocolError(fmt::format("Received covers pages {}+{} of {}", m.first_page, m.npages, npages));
+  m.bits = read_bits(r, m.npages);
   r.expect_end();
   return m;
 }

@@ -14,7 +14,18 @@
 //               ◀─────────────────────────── PageRequest (urgent connection)
 //   Pages{Urgent, Last} (urgent conn.) ────▶ UFFDIO_CONTINUE
 //   Pages{Last} (background push) ─────────▶ UFFDIO_CONTINUE
+//   StartedAck ────────────────────────────▶ (commit point: the source lets go)
 //               ◀─────────────────────────── Complete
+//   Heartbeat ◀──────────────────────────▶ Heartbeat (main connection, while postcopy idles)
+//
+// A lost link after StartedAck (reset, close, or silence for --link-timeout):
+// the destination keeps listening, the source redials:
+//   Hello{Main, same session, resume} ─────▶
+//               ◀─────────────────────────── HelloReply{accepted}
+//   Hello{Urgent, same session, resume} ───▶
+//               ◀─────────────────────────── Received{pages present}... (last flagged)
+//               ◀─────────────────────────── PageRequest (the outstanding ones, urgent)
+//   Pages... (the push resumes over the pages not received) ▶
 #pragma once
 
 #include <cstdint>
@@ -41,6 +52,7 @@ struct Hello {
   uint64_t mem_size = 0;
   std::string src_backend;
   uint64_t src_page_size = 0;
+  bool resume = false;  // a reconnection of `session` after a lost link
 };
 
 struct HelloReply {
@@ -84,11 +96,23 @@ struct Started {
   uint64_t restore_us = 0;  // destination: VmState received -> vCPU running
 };
 
+// A piece of the destination's received-page bitmap, sent after a
+// reconnection: bits for pages [first_page, first_page + npages); set means
+// present. At most kMaxReceivedPages a frame; the last has kReceivedLast.
+struct Received {
+  uint64_t first_page = 0;
+  uint64_t npages = 0;
+  std::vector<uint64_t> bits;
+};
+inline constexpr uint32_t kReceivedLast = 1u << 0;
+inline constexpr uint64_t kMaxReceivedPages = uint64_t{1} << 24;  // 2 MiB of bitmap a frame
+
 std::vector<uint8_t> encode(const Hello& m);
 std::vector<uint8_t> encode(const HelloReply& m);
 std::vector<uint8_t> encode(const RoundDone& m);
 std::vector<uint8_t> encode(const PostcopyBegin& m);
 std::vector<uint8_t> encode(const Started& m);
+std::vector<uint8_t> encode(const Received& m);
 std::vector<uint8_t> encode_request(const std::vector<uint64_t>& pages);
 std::vector<uint8_t> encode_error(const std::string& reason);
 
@@ -97,6 +121,8 @@ HelloReply decode_hello_reply(std::span<const uint8_t> p);
 RoundDone decode_round_done(std::span<const uint8_t> p);
 PostcopyBegin decode_postcopy_begin(std::span<const uint8_t> p, uint64_t mem_size);
 Started decode_started(std::span<const uint8_t> p);
+// Bounds-checked against the destination's page count.
+Received decode_received(std::span<const uint8_t> p, uint64_t npages);
 std::vector<uint64_t> decode_request(std::span<const uint8_t> p, uint64_t npages);
 std::string decode_error(std::span<const uint8_t> p);
 

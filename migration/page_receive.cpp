@@ -61,22 +61,27 @@ uint64_t PageStates::receive_pages(Channel& ch, const std::array<uint8_t, kHeade
   auto writable = [&](uint32_t i) {
     return !postcopy || mine[(v.offset + uint64_t{i} * kChunk) / page_size_ - first_page];
   };
-  std::vector<boost::asio::mutable_buffer> bufs;
-  std::vector<uint8_t*> targets;
-  std::vector<uint8_t> scratch;  // data of pages another copy claimed: read, checked, dropped
-  size_t scratch_used = 0, dropped = 0;
-  for (uint32_t i = 0; i < v.count; i++) dropped += v.is_data(i) && !writable(i);
-  scratch.resize(dropped * kChunk);
-  for (uint32_t i = 0; i < v.count; i++) {
-    if (!v.is_data(i)) continue;
-    uint8_t* t = writable(i) ? write_base_ + v.offset + uint64_t{i} * kChunk : scratch.data() + scratch_used++ * kChunk;
-    targets.push_back(t);
-    bufs.emplace_back(t, kChunk);
+  try {
+    std::vector<boost::asio::mutable_buffer> bufs;
+    std::vector<uint8_t*> targets;
+    std::vector<uint8_t> scratch;  // data of pages another copy claimed: read, checked, dropped
+    size_t scratch_used = 0, dropped = 0;
+    for (uint32_t i = 0; i < v.count; i++) dropped += v.is_data(i) && !writable(i);
+    scratch.resize(dropped * kChunk);
+    for (uint32_t i = 0; i < v.count; i++) {
+      if (!v.is_data(i)) continue;
+      uint8_t* t = writable(i) ? write_base_ + v.offset + uint64_t{i} * kChunk : scratch.data() + scratch_used++ * kChunk;
+      targets.push_back(t);
+      bufs.emplace_back(t, kChunk);
+    }
+    ch.read_scatter(bufs, ndata * kChunk);
+    uint32_t crc = crc32c(crc32c(0, crc_header(raw)), prefix);
+    for (uint8_t* t : targets) crc = crc32c(crc, {t, kChunk});
+    if (crc != h.crc) throw ProtocolError(fmt::format("Pages frame checksum mismatch at offset {:#x}", v.offset));
+  } catch (...) {
+    if (postcopy && whole) release_claims(v, mine);  // a lost link, a bad frame: the pages come again
+    throw;
   }
-  ch.read_scatter(bufs, ndata * kChunk);
-  uint32_t crc = crc32c(crc32c(0, crc_header(raw)), prefix);
-  for (uint8_t* t : targets) crc = crc32c(crc, {t, kChunk});
-  if (crc != h.crc) throw ProtocolError(fmt::format("Pages frame checksum mismatch at offset {:#x}", v.offset));
   uint64_t received = 0, skipped = 0;  // counted locally: a 1 GiB page is 262,144 chunks
   for (uint32_t i = 0; i < v.count; i++) {
     if (!writable(i)) continue;

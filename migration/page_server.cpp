@@ -23,7 +23,7 @@ constexpr uint64_t kPushInFlightMin = 256 << 10;
 PageServer::PageServer(const uint8_t* mem, uint64_t mem_size, uint64_t dest_page_size,
                        const std::vector<uint64_t>& missing, const std::vector<uint64_t>& dest_nonzero,
                        std::function<std::vector<uint64_t>()> find_allocated, Channel& main, Channel& urgent,
-                       uint64_t push_rate)
+                       uint64_t push_rate, std::chrono::milliseconds link_timeout, std::atomic<bool>& committed)
     : mem_(mem),
       mem_size_(mem_size),
       page_size_(dest_page_size),
@@ -33,7 +33,9 @@ PageServer::PageServer(const uint8_t* mem, uint64_t mem_size, uint64_t dest_page
       main_(main),
       urgent_(urgent),
       push_rate_(push_rate),
-      sent_(new std::atomic<uint8_t>[npages_]) {
+      sent_(new std::atomic<uint8_t>[npages_]),
+      link_timeout_(link_timeout),
+      committed_(committed) {
   for (uint64_t p = 0; p < npages_; p++) sent_[p] = (missing[p / 64] >> (p % 64) & 1) ? 0 : 1;
 }
 
@@ -97,7 +99,12 @@ void PageServer::serve_requests() {
   } catch (const ConnectionError& e) {
     // The destination closes the urgent connection when it holds every page;
     // whether that was success is the main connection's to say (Complete).
+    // It closes it too when it lost the link, and then its main connection
+    // with it; any other failure here ends the main connection, so that the
+    // watcher, and the destination, see the link lost.
     spdlog::debug("postcopy: urgent connection ended: {}", e.what());
+    if (!done_ && std::string_view(e.what()).find("closed the connection") == std::string_view::npos)
+      main_.shutdown();
   } catch (const std::exception& e) {
     if (!done_) fail(fmt::format("urgent connection: {}", e.what()));
   }
@@ -107,6 +114,7 @@ void PageServer::watch_main() {
   try {
     for (;;) {
       Frame f = main_.receive();
+      if (f.header.type == FrameType::Heartbeat) continue;
       if (f.header.type == FrameType::Complete) {
         completed_ = true;
         break;
@@ -114,9 +122,15 @@ void PageServer::watch_main() {
       if (f.header.type == FrameType::Error) throw std::runtime_error("destination: " + decode_error(f.payload));
       if (f.header.type != FrameType::Started)
         throw ProtocolError(fmt::format("unexpected {} from the destination", frame_type_name(f.header.type)));
+      // The commit point: from here the guest lives on the destination, and a
+      // lost link is recovered, never answered by resuming the guest here.
+      committed_ = true;
+      main_.send(FrameType::StartedAck, 0, {});
       spdlog::info("postcopy: destination runs the guest (restore took {} us there)",
                    decode_started(f.payload).restore_us);
     }
+  } catch (const ConnectionError& e) {
+    fail(e.what(), true);
   } catch (const std::exception& e) {
     fail(e.what());
   }
@@ -133,17 +147,21 @@ void PageServer::watch_main() {
   if (completed_) main_.shutdown();
 }
 
-void PageServer::fail(const std::string& why) {
+void PageServer::fail(const std::string& why, bool link_lost) {
   if (completed_) {
     spdlog::debug("postcopy: after Complete, ignored: {}", why);
     return;
   }
   {
     std::lock_guard lock(mutex_);
-    if (error_.empty()) error_ = why;
+    if (error_.empty()) error_ = why, link_lost_ = link_lost;
     done_ = true;
   }
   allocated_cv_.notify_all();
+  // Whatever blocks on either connection (a push send into a silent link, a
+  // request receive) returns now.
+  main_.shutdown();
+  urgent_.shutdown();
 }
 
 // Finds the next unsent page from the cursor and sends a run of them: up to a
@@ -185,8 +203,10 @@ void PageServer::pace_push(uint64_t bytes) {
 }
 
 PageServerStats PageServer::run() {
+  main_.set_receive_timeout(link_timeout_);
   std::thread urgent([this] { serve_requests(); });
   std::thread watcher([this] { watch_main(); });
+  Heartbeat heartbeat(main_, link_timeout_ / 4);
   try {
     allocated_ = find_allocated_();
     {
@@ -196,13 +216,17 @@ PageServerStats PageServer::run() {
     allocated_cv_.notify_all();
     push_start_ = std::chrono::steady_clock::now();
     push();
+  } catch (const ConnectionError& e) {
+    fail(fmt::format("background push: {}", e.what()), true);
   } catch (const std::exception& e) {
     fail(fmt::format("background push: {}", e.what()));
-    main_.shutdown();
   }
   watcher.join();
   urgent.join();
-  if (!error_.empty()) throw std::runtime_error(error_);
+  if (!error_.empty()) {
+    if (link_lost_) throw LinkLost(error_);
+    throw std::runtime_error(error_);
+  }
   return stats_;
 }
 

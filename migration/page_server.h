@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "channel.h"
+#include "link.h"
 #include "messages.h"
 
 namespace migration {
@@ -31,9 +32,14 @@ class PageServer {
  public:
   PageServer(const uint8_t* mem, uint64_t mem_size, uint64_t dest_page_size, const std::vector<uint64_t>& missing,
              const std::vector<uint64_t>& dest_nonzero, std::function<std::vector<uint64_t>()> find_allocated, Channel& main,
-             Channel& urgent, uint64_t push_rate = 0);
+             Channel& urgent, uint64_t push_rate, std::chrono::milliseconds link_timeout,
+             std::atomic<bool>& committed);
 
-  // Serves until the destination reports Complete; throws on failure.
+  // Serves until the destination reports Complete. Throws LinkLost when the
+  // link failed (reset, closed, or silent for the link timeout), anything
+  // else for a failure no reconnection mends (an Error frame, a bad frame).
+  // `committed` is set once Started came and StartedAck is on its way: from
+  // then on the guest lives on the destination.
   PageServerStats run();
 
  private:
@@ -43,7 +49,7 @@ class PageServer {
   void watch_main();
   void push();
   void pace_push(uint64_t bytes);
-  void fail(const std::string& why);
+  void fail(const std::string& why, bool link_lost = false);
 
   const uint8_t* mem_;
   uint64_t mem_size_, page_size_, npages_;
@@ -68,6 +74,9 @@ class PageServer {
   // The destination said Complete: it holds every page, and what fails after
   // that (a push frame it will never read) is not a failed migration.
   std::atomic<bool> completed_{false};
+  std::chrono::milliseconds link_timeout_;
+  std::atomic<bool>& committed_;
+  bool link_lost_ = false;
   std::mutex mutex_;
   std::string error_;
   PageServerStats stats_;

@@ -179,6 +179,33 @@ void PageStates::install_present_ranges(const std::vector<uint64_t>& missing, co
   }
 }
 
+void PageStates::release_claims(const PagesView& v, const std::vector<bool>& mine) {
+  uint64_t first = v.offset / page_size_;
+  for (uint64_t i = 0; i < mine.size(); i++)
+    if (mine[i]) state_[first + i].store(static_cast<uint8_t>(PageState::Missing));
+}
+
+std::vector<uint64_t> PageStates::outstanding() {
+  std::vector<uint64_t> pages;
+  for (uint64_t p = 0; p < npages_; p++) {
+    uint8_t cur = state_[p].load();
+    if (cur == static_cast<uint8_t>(PageState::Requested)) {
+      pages.push_back(p);
+    } else if (cur == static_cast<uint8_t>(PageState::Missing) && wanted_[p].load() &&
+               state_[p].compare_exchange_strong(cur, static_cast<uint8_t>(PageState::Requested))) {
+      pages.push_back(p);
+    }
+  }
+  return pages;
+}
+
+std::vector<uint64_t> PageStates::present_bitmap() const {
+  std::vector<uint64_t> bits((npages_ + 63) / 64, 0);
+  for (uint64_t p = 0; p < npages_; p++)
+    if (state(p) == PageState::Present) bits[p / 64] |= 1ULL << (p % 64);
+  return bits;
+}
+
 bool PageStates::try_claim(uint64_t page) {
   for (;;) {
     uint8_t cur = state_[page].load();

@@ -62,6 +62,11 @@ class PageStates {
                          bool postcopy);
 
   PageState state(uint64_t page) const { return static_cast<PageState>(state_[page].load()); }
+  // After a lost link: the pages a vCPU waits for or that were requested,
+  // none of them present, each marked Requested (to be asked for again).
+  std::vector<uint64_t> outstanding();
+  // Which pages are present, as a bitmap (bit set: present).
+  std::vector<uint64_t> present_bitmap() const;
   bool try_mark_requested(uint64_t page);
   // A vCPU waits on `page`: whichever frame completes it maps it in line, not
   // through the mapper's queue. Returns whether the page is present already
@@ -85,6 +90,9 @@ class PageStates {
 
  private:
   bool try_claim(uint64_t page);
+  // A frame that failed half-way gives back the pages it claimed: they are
+  // missing again, to come with the next copy.
+  void release_claims(const PagesView& v, const std::vector<bool>& mine);
   std::vector<bool> claim_for_frame(const PagesView& v, uint32_t flags, bool& whole);
   uint64_t complete_pages(const PagesView& v, uint32_t flags, bool whole, const std::vector<bool>& mine);
 

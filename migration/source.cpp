@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <random>
+#include <thread>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -62,12 +63,16 @@ void Source::connect() {
   const auto& mem = machine_.memory();
   Hello hello{Role::Main, std::random_device{}() | (uint64_t{std::random_device{}()} << 32), options_.mode,
               mem.size(), std::string(vmm::backend_name(mem.backend())), mem.page_size()};
-  main_ = connect_channel(io_, options_.to);
+  hello_ = hello;
+  main_ = connect_channel(io_, options_.to, options_.link.link_timeout);
+  // A destination that accepts and then says nothing cannot hang us.
+  main_->set_receive_timeout(options_.handshake_timeout);
   main_->send(FrameType::Hello, 0, encode(hello));
   peer_ = decode_hello_reply(expect(*main_, FrameType::HelloReply).payload);
   if (!peer_.accepted) throw vmm::Error("destination refused the migration: " + peer_.reason);
+  main_->set_receive_timeout(std::chrono::milliseconds(0));
   hello.role = Role::Urgent;
-  urgent_ = connect_channel(io_, options_.to);
+  urgent_ = connect_channel(io_, options_.to, options_.link.link_timeout);
   if (auto why = urgent_->mark_urgent(); !why.empty())
     spdlog::warn("migrate: answers to faults go unmarked (the kernel refused {}): they queue behind the push", why);
   urgent_->send(FrameType::Hello, 0, encode(hello));
@@ -175,16 +180,90 @@ void Source::switchover(SourceReport& report) {
   main_->send(FrameType::PostcopyBegin, 0, encode(begin));
   spdlog::info("switchover: vCPU state sent {:.2f} ms after stop; {} of {} destination pages left for postcopy",
                report.downtime_source_ms, popcount(begin.missing), begin.npages);
-  const auto& mem = machine_.memory();
-  PageServer server(mem.primary(), mem.size(), begin.page_size, begin.missing, dest_nonzero_,
-                    [&mem] { return mem.allocated_chunks(); }, *main_, *urgent_, options_.push_rate);
   if (options_.push_rate)
     spdlog::info("postcopy: background push capped at {:.1f} MiB/s", static_cast<double>(options_.push_rate) / (1 << 20));
-  report.postcopy = server.run();
+  serve_postcopy(report, std::move(begin.missing), begin.page_size);
   // Dirty logging goes off only now, out of the downtime and away from the
   // first faults: the memslot update took 0.65-0.96 ms for 256 MiB, and a
   // stopped guest dirties nothing.
   if (options_.mode != Mode::Postcopy) machine_.set_dirty_logging(false);
+}
+
+// Serves pages until the destination holds them all. After the commit point a
+// lost link pauses the page server and the source redials, as often as the
+// link is lost, each time within the recovery timeout.
+void Source::serve_postcopy(SourceReport& report, std::vector<uint64_t> missing, uint64_t page_size) {
+  const auto& mem = machine_.memory();
+  uint64_t npages = mem.size() / page_size;
+  for (;;) {
+    for (auto* ch : {main_.get(), urgent_.get()})
+      if (auto why = ch->set_link_timeout(options_.link.link_timeout); !why.empty())
+        spdlog::warn("postcopy: a blocked send notices a lost link only from the receive side ({} refused)", why);
+    PageServer server(mem.primary(), mem.size(), page_size, missing, dest_nonzero_,
+                      [&mem] { return mem.allocated_chunks(); }, *main_, *urgent_, options_.push_rate,
+                      options_.link.link_timeout, committed_);
+    try {
+      PageServerStats st = server.run();
+      report.postcopy.pages_urgent += st.pages_urgent;
+      report.postcopy.pages_pushed += st.pages_pushed;
+      report.postcopy.chunks_data += st.chunks_data;
+      report.postcopy.chunks_zero_markers += st.chunks_zero_markers;
+      report.postcopy.chunks_skipped += st.chunks_skipped;
+      report.postcopy.requests += st.requests;
+      return;
+    } catch (const LinkLost& e) {
+      if (!committed_) throw;  // before the commit point the guest resumes here
+      auto t_lost = Clock::now();
+      missing = reconnect(e.what(), npages);
+      report.pauses_ms.push_back(ms_between(t_lost, Clock::now()));
+      spdlog::info("postcopy: resumed after {:.0f} ms: {} pages still to send", report.pauses_ms.back(),
+                   popcount(missing));
+    }
+  }
+}
+
+// Redials the destination until it takes the reconnection of this migration
+// (or the recovery timeout runs out), and returns the pages it still lacks.
+std::vector<uint64_t> Source::reconnect(const std::string& why, uint64_t npages) {
+  auto t0 = Clock::now(), deadline = t0 + options_.link.recovery_timeout;
+  spdlog::warn("postcopy: link lost ({}); paused, redialing {} for up to {} s", why, options_.to,
+               options_.link.recovery_timeout.count() / 1000);
+  std::string last = why;
+  for (unsigned attempt = 1;; attempt++) {
+    if (Clock::now() >= deadline)
+      throw vmm::Error(fmt::format("the link to {} stayed lost for {:.0f} s (last: {}): the guest ran there since "
+                                   "switchover and cannot go on without the pages only this side held",
+                                   options_.to, ms_between(t0, Clock::now()) / 1000, last));
+    try {
+      main_ = connect_channel(io_, options_.to, options_.link.link_timeout);
+      main_->set_receive_timeout(options_.link.link_timeout);
+      Hello hello = hello_;
+      hello.resume = true;
+      main_->send(FrameType::Hello, 0, encode(hello));
+      HelloReply reply = decode_hello_reply(expect(*main_, FrameType::HelloReply).payload);
+      if (!reply.accepted) throw vmm::Error("the destination refused the reconnection: " + reply.reason);
+      hello.role = Role::Urgent;
+      urgent_ = connect_channel(io_, options_.to, options_.link.link_timeout);
+      urgent_->mark_urgent();
+      urgent_->send(FrameType::Hello, 0, encode(hello));
+      std::vector<uint64_t> missing((npages + 63) / 64, 0);
+      for (uint64_t p = 0; p < npages; p++) set_bit(missing, p);
+      for (;;) {
+        Frame f = expect(*main_, FrameType::Received);
+        Received r = decode_received(f.payload, npages);
+        for (uint64_t i = 0; i < r.npages; i++)
+          if (test_bit(r.bits, i)) missing[(r.first_page + i) / 64] &= ~(1ULL << ((r.first_page + i) % 64));
+        if (f.header.flags & kReceivedLast) break;
+      }
+      spdlog::info("postcopy: reconnected to {} (attempt {}, {:.0f} ms after the loss)", options_.to, attempt,
+                   ms_between(t0, Clock::now()));
+      return missing;
+    } catch (const ConnectionError& e) {
+      last = e.what();
+      spdlog::debug("postcopy: reconnection attempt {}: {}", attempt, last);
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+  }
 }
 
 SourceReport Source::run() {
@@ -212,6 +291,13 @@ SourceReport Source::run() {
     report.result = SourceResult::Completed;
   } catch (const std::exception& e) {
     report.error = e.what();
+    // Before the commit point the destination has not taken the guest over
+    // (a destination that started it without hearing StartedAck pauses it
+    // and waits for a reconnection that will not come): it resumes here.
+    if (switched && !committed_) {
+      report.resumed_here = true;  // the caller resumes it, as for any failure before switchover
+      switched = false;
+    }
     report.result = switched ? SourceResult::FailedAfterSwitchover : SourceResult::FailedBeforeSwitchover;
     if (main_) {
       try {

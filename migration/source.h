@@ -5,11 +5,13 @@
 
 #include <boost/asio/io_context.hpp>
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "channel.h"
+#include "link.h"
 #include "messages.h"
 #include "page_server.h"
 
@@ -26,12 +28,16 @@ struct SourceOptions {
   uint32_t precopy_rounds = 0;     // rounds after the first full pass; 0: 1 for hybrid, 30 for precopy
   uint64_t converge_chunks = 256;  // precopy stops once a round finds fewer dirty 4 KiB chunks
   uint64_t push_rate = 0;          // postcopy's background push cap in bytes/s; 0: none
+  LinkOptions link;
+  // How long the destination may take to answer Hello (it prepares guest RAM
+  // first: a 1 GiB hugetlb page took up to 10 s to populate here).
+  std::chrono::milliseconds handshake_timeout{60000};
 };
 
 enum class SourceResult {
   Completed,               // the destination runs the guest and holds every page
-  FailedBeforeSwitchover,  // the guest kept running here
-  FailedAfterSwitchover,   // the guest is stopped here and may be incomplete there
+  FailedBeforeSwitchover,  // the guest kept running here, or runs here again
+  FailedAfterSwitchover,   // the guest runs there, and the link stayed lost: pages only this side held are lost
   GuestFinished,           // the guest exited before switchover; nothing to migrate
 };
 
@@ -43,6 +49,10 @@ struct SourceReport {
   double downtime_source_ms = 0;  // vCPU stop -> PostcopyBegin sent
   double total_ms = 0;
   PageServerStats postcopy;
+  // Lost links recovered during postcopy: how many, and each pause (link
+  // lost -> page server serving again) in ms.
+  std::vector<double> pauses_ms;
+  bool resumed_here = false;  // a failure before the commit point resumed the guest here
 };
 
 // Refuses, before anything runs, a mode this source cannot do.
@@ -60,13 +70,17 @@ class Source {
   std::vector<uint64_t> missing_pages(const std::vector<uint64_t>& final_dirty) const;
   void map_guest_memory_for_reading();
   void switchover(SourceReport& report);
+  void serve_postcopy(SourceReport& report, std::vector<uint64_t> missing, uint64_t page_size);
+  std::vector<uint64_t> reconnect(const std::string& why, uint64_t npages);
 
   vmm::Machine& machine_;
   vmm::VcpuThread& vcpu_;
   SourceOptions options_;
   boost::asio::io_context io_;
   std::unique_ptr<Channel> main_, urgent_;
+  Hello hello_;
   HelloReply peer_;
+  std::atomic<bool> committed_{false};  // the destination started the guest and was told we let go
   std::vector<uint64_t> sent_, dest_nonzero_, pending_dirty_;  // per 4 KiB chunk
   uint32_t rounds_ = 0;
   uint64_t precopy_chunks_ = 0;

@@ -38,8 +38,11 @@ enum class FrameType : uint16_t {
   Started = 8,        // destination -> source: the guest runs there now
   Complete = 9,       // destination -> source: every page is present
   Error = 10,         // either way: the sender gives up, with a reason
+  Heartbeat = 11,     // either way on the main connection during postcopy: the link is alive
+  StartedAck = 12,    // source -> destination: it got Started and will never resume the guest
+  Received = 13,      // destination -> source after a reconnection: which pages it holds
 };
-inline constexpr uint16_t kMaxFrameType = 10;
+inline constexpr uint16_t kMaxFrameType = 13;
 
 const char* frame_type_name(FrameType t);
 

@@ -16,6 +16,18 @@ class PioDevice {
   virtual void pio_write(uint16_t offset, std::span<const uint8_t> data) = 0;
 };
 
+// The PC's POST diagnostic port (0x80), as in QEMU: writes are dropped,
+// reads give 0xff. Guests write it for a short delay; the touch guest times
+// its exits with it.
+class PostPort : public PioDevice {
+ public:
+  static constexpr uint16_t kPort = 0x80;
+  void pio_read(uint16_t, std::span<uint8_t> data) override {
+    for (auto& b : data) b = 0xff;
+  }
+  void pio_write(uint16_t, std::span<const uint8_t>) override {}
+};
+
 class IoBus {
  public:
   // Throws vmm::Error if the range overlaps a registered one.

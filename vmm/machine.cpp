@@ -32,6 +32,7 @@ Machine::Machine(const KvmSystem& kvm, const MachineConfig& config, Serial::Line
   bind_memory(0);
   bus_.register_pio(Serial::kCom1Base, Serial::kPortCount, &serial_);
   bus_.register_pio(DebugExit::kPort, DebugExit::kPortCount, &debug_exit_);
+  bus_.register_pio(PostPort::kPort, 1, &post_port_);
   vcpu_ = std::make_unique<Vcpu>(vm_, 0);
   vcpu_->set_cpuid(kvm_.supported_cpuid());
   if (!config_.kernel_path.empty()) boot();

@@ -56,6 +56,7 @@ class Machine {
   IoBus bus_;
   Serial serial_;
   DebugExit debug_exit_;
+  PostPort post_port_;
   std::unique_ptr<Vcpu> vcpu_;
 };
 

@@ -60,7 +60,7 @@ void VcpuThread::loop() {
     }
     std::lock_guard lock(mutex_);
     if (out.reason == StopReason::Stopped && state_ != State::Finished) {
-      state_ = State::Paused;
+      if (pause_requested_) state_ = State::Paused;  // else a resume() came first: run on
     } else if (state_ != State::Finished) {
       outcome_ = out;
       state_ = State::Finished;
@@ -83,8 +83,21 @@ bool VcpuThread::pause() {
   return state_ == State::Paused;
 }
 
+void VcpuThread::request_pause() {
+  std::lock_guard lock(mutex_);
+  if (state_ != State::Running) return;
+  pause_requested_ = true;
+  machine_.vcpu().request_immediate_exit();
+  if (native_) pthread_kill(native_, SIGUSR1);
+}
+
 void VcpuThread::resume() {
   std::lock_guard lock(mutex_);
+  if (state_ == State::Running && pause_requested_) {  // a request_pause() not yet taken
+    pause_requested_ = false;
+    machine_.vcpu().clear_immediate_exit();
+    return;
+  }
   if (state_ != State::Paused) return;
   pause_requested_ = false;
   machine_.vcpu().clear_immediate_exit();

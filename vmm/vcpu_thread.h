@@ -31,6 +31,10 @@ class VcpuThread {
 
   // Stops the vCPU out of KVM_RUN. False if the guest had already finished.
   bool pause();
+  // Asks the vCPU to stop at its next exit, without waiting for it (it may
+  // be blocked in a page fault that only a page's arrival ends).
+  void request_pause();
+  // Runs it again, also when a request_pause() has not taken effect yet.
   void resume();
   // Blocks until the guest finished (exit, error) or `timeout` passed.
   bool wait_finished(std::chrono::milliseconds timeout);

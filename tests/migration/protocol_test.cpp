@@ -141,6 +141,29 @@ TEST(Messages, HelloRoundTripsAndRejectsUnknownRoleOrMode) {
   EXPECT_THROW(decode_hello(p), ProtocolError);
 }
 
+TEST(Messages, HelloCarriesTheResumeFlag) {
+  Hello h{Role::Main, 7, Mode::Postcopy, 1 << 20, "shmem", 4096, true};
+  auto p = encode(h);
+  EXPECT_TRUE(decode_hello(p).resume);
+  h.resume = false;
+  EXPECT_FALSE(decode_hello(encode(h)).resume);
+  p.back() = 2;
+  EXPECT_THROW(decode_hello(p), ProtocolError);
+}
+
+TEST(Messages, ReceivedRoundTripsAndIsBoundedByThePageCount) {
+  Received m{64, 70, {~0ULL, 0x15}};
+  Received d = decode_received(encode(m), 200);
+  EXPECT_EQ(d.first_page, 64u);
+  EXPECT_EQ(d.npages, 70u);
+  EXPECT_EQ(d.bits, m.bits);
+  EXPECT_THROW(decode_received(encode(m), 100), ProtocolError);             // past the end
+  EXPECT_THROW(decode_received(encode(Received{3, 1, {1}}), 200), ProtocolError);  // not word-aligned
+  EXPECT_THROW(decode_received(encode(Received{64, 70, {~0ULL, 1ULL << 6}}), 200), ProtocolError);  // bit 70
+  auto p = encode(m);
+  for (size_t n = 0; n < p.size(); n++) EXPECT_THROW(decode_received({p.data(), n}, 200), ProtocolError);
+}
+
 TEST(Messages, TruncatedPayloadsAreRefusedAtEveryLength) {
   auto p = encode(Hello{Role::Main, 1, Mode::Hybrid, 1 << 20, "shmem", 4096});
   for (size_t n = 0; n < p.size(); n++)

@@ -23,6 +23,24 @@ inline void add_push_rate_option(CLI::App* cmd, double& mib_per_s) {
       ->capture_default_str();
 }
 
+// --link-timeout and --recovery-timeout, the same on `run`, `migrate` and `receive`.
+struct LinkTimeouts {
+  double link_s = 5;
+  double recovery_s = 300;
+};
+inline void add_link_options(CLI::App* cmd, LinkTimeouts& t) {
+  cmd->add_option("--link-timeout", t.link_s,
+                  "Seconds of silence (no frame, or sent data unacknowledged) after which a postcopy link counts as "
+                  "lost; heartbeats keep an idle link talking")
+      ->check(CLI::Range(0.2, 3600.0))
+      ->capture_default_str();
+  cmd->add_option("--recovery-timeout", t.recovery_s,
+                  "Seconds a lost postcopy link may take to come back (the source redials, the destination keeps "
+                  "listening) before each side gives up")
+      ->check(CLI::Range(0.0, 86400.0))
+      ->capture_default_str();
+}
+
 void add_run_command(CLI::App& app);
 void add_caps_command(CLI::App& app);
 void add_conformance_command(CLI::App& app);

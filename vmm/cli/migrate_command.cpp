@@ -17,6 +17,7 @@ struct MigrateOptions {
   std::string mode = "hybrid";
   uint32_t precopy_rounds = 0;
   double push_rate_mib = 0;
+  LinkTimeouts link;
 };
 
 void run(const MigrateOptions& o) {
@@ -24,7 +25,9 @@ void run(const MigrateOptions& o) {
                                                  {"to", o.to},
                                                  {"mode", o.mode},
                                                  {"precopy_rounds", o.precopy_rounds},
-                                                 {"postcopy_push_rate_mib", o.push_rate_mib}});
+                                                 {"postcopy_push_rate_mib", o.push_rate_mib},
+                                                 {"link_timeout_s", o.link.link_s},
+                                                 {"recovery_timeout_s", o.link.recovery_s}});
   std::cout << reply.dump(2) << "\n";
   if (!reply.value("ok", false)) {
     std::cerr << "migrate: " << reply.value("error", std::string("failed")) << "\n";
@@ -50,6 +53,7 @@ void add_migrate_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--precopy-rounds", opts->precopy_rounds, "Dirty-log rounds after the first pass (0: default)");
   add_push_rate_option(cmd, opts->push_rate_mib);
+  add_link_options(cmd, opts->link);
   cmd->callback([opts] { run(*opts); });
 }
 

@@ -20,6 +20,7 @@ struct ReceiveOptions {
   std::string report;
   std::string serial_log;
   double handshake_timeout = 30;
+  LinkTimeouts link;
 };
 
 void run(const ReceiveOptions& o) {
@@ -31,6 +32,8 @@ void run(const ReceiveOptions& o) {
   d.report_path = o.report;
   d.handshake_timeout = std::chrono::milliseconds(static_cast<int64_t>(o.handshake_timeout * 1000));
   d.serial_sink = make_serial_sink(o.serial_log).sink;
+  d.link.link_timeout = std::chrono::milliseconds(static_cast<int64_t>(o.link.link_s * 1000));
+  d.link.recovery_timeout = std::chrono::milliseconds(static_cast<int64_t>(o.link.recovery_s * 1000));
   migration::Destination dest(std::move(d));
   throw ExitCode{dest.run()};
 }
@@ -46,6 +49,10 @@ void add_receive_command(CLI::App& app) {
       "host the request refuses it during the handshake and the source keeps running its guest.\n"
       "--uffd-mode minor pre-populates guest RAM, writes each page through a second mapping and maps it with\n"
       "UFFDIO_CONTINUE; --uffd-mode missing leaves the page cache empty and places each page with UFFDIO_COPY.\n"
+      "After the guest started here, a lost link (reset, close, or silence for --link-timeout) pauses the\n"
+      "migration: the guest keeps running on the pages it has, this side keeps listening and takes the source's\n"
+      "reconnection of the same migration, then the source resends what was lost. Past --recovery-timeout both\n"
+      "sides give up and say how many pages never came.\n"
       "Example: vmm receive --listen 127.0.0.1:4444 --memory hugetlb-1g --report report.json");
   cmd->add_option("--listen", opts->listen, "HOST:PORT to accept the source's two connections on")->required();
   cmd->add_option("--memory", opts->memory, "Guest RAM backend on this host")
@@ -65,6 +72,7 @@ void add_receive_command(CLI::App& app) {
                   "Seconds a connected source may stay silent during the handshake")
       ->check(CLI::Range(0.1, 3600.0))
       ->capture_default_str();
+  add_link_options(cmd, opts->link);
   cmd->callback([opts] { run(*opts); });
 }
 

@@ -37,7 +37,13 @@ struct RunOptions {
   uint64_t converge_kib = 1024;
   double push_rate_mib = 0;
   std::string api_socket;
+  LinkTimeouts link;
 };
+
+migration::LinkOptions link_options(double link_s, double recovery_s) {
+  auto ms = [](double s) { return std::chrono::milliseconds(static_cast<int64_t>(s * 1000)); };
+  return {ms(link_s), ms(recovery_s)};
+}
 
 constexpr uint64_t kDefaultMemSize = 256ULL << 20;
 
@@ -104,12 +110,17 @@ migration::SourceReport migrate(Machine& machine, VcpuThread& vcpu, const migrat
       spdlog::warn("migrate: the guest exited before switchover; nothing migrated");
       break;
     case migration::SourceResult::FailedBeforeSwitchover:
-      spdlog::error("migrate: failed before switchover: {}", r.error);
-      spdlog::warn("migrate: the guest keeps running here");
+      if (r.resumed_here) {
+        spdlog::error("migrate: failed before the destination took the guest over: {}", r.error);
+        spdlog::warn("migrate: the guest runs here again");
+      } else {
+        spdlog::error("migrate: failed before switchover: {}", r.error);
+        spdlog::warn("migrate: the guest keeps running here");
+      }
       vcpu.resume();
       break;
     case migration::SourceResult::FailedAfterSwitchover:
-      spdlog::error("migration failed after switchover (the guest is stopped here): {}", r.error);
+      spdlog::error("migration failed after the destination took the guest over (it is stopped here): {}", r.error);
       break;
   }
   return r;
@@ -124,8 +135,15 @@ nlohmann::json handle_api(Machine& machine, VcpuThread& vcpu, const nlohmann::js
     return {{"ok", false}, {"error", "mode must be precopy, postcopy or hybrid"}};
   double rate = body.value("postcopy_push_rate_mib", 0.0);
   if (!(rate >= 0)) return {{"ok", false}, {"error", "postcopy_push_rate_mib must be 0 or more"}};
-  migration::SourceOptions so{body.value("to", ""), parse_mode(mode), body.value("precopy_rounds", 0u)};
+  double link_s = body.value("link_timeout_s", 5.0), recovery_s = body.value("recovery_timeout_s", 300.0);
+  if (!(link_s >= 0.2) || !(recovery_s >= 0))
+    return {{"ok", false}, {"error", "link_timeout_s must be at least 0.2 and recovery_timeout_s 0 or more"}};
+  migration::SourceOptions so;
+  so.to = body.value("to", "");
+  so.mode = parse_mode(mode);
+  so.precopy_rounds = body.value("precopy_rounds", 0u);
   so.push_rate = mib_per_s(rate);
+  so.link = link_options(link_s, recovery_s);
   try {
     migration::check_source_mode(machine, so.mode);
   } catch (const Error& e) {
@@ -140,7 +158,9 @@ nlohmann::json handle_api(Machine& machine, VcpuThread& vcpu, const nlohmann::js
           {"downtime_source_ms", r.downtime_source_ms},
           {"precopy_rounds", r.precopy_rounds},
           {"pages_urgent", r.postcopy.pages_urgent},
-          {"pages_pushed", r.postcopy.pages_pushed}};
+          {"pages_pushed", r.postcopy.pages_pushed},
+          {"link_pauses_ms", r.pauses_ms},
+          {"resumed_here", r.resumed_here}};
 }
 
 // Waits until the guest finishes, `deadline` passes or a signal arrives,
@@ -198,7 +218,7 @@ void run(const RunOptions& o) {
     if (is_final(r)) end_after_migration(*r);
     if (!g_stop && !vcpu.finished()) {
       migration::SourceOptions so{o.migrate_to, parse_mode(o.mode), o.precopy_rounds, o.converge_kib / 4,
-                                  mib_per_s(o.push_rate_mib)};
+                                  mib_per_s(o.push_rate_mib), link_options(o.link.link_s, o.link.recovery_s)};
       auto result = migrate(machine, vcpu, so).result;
       if (is_final(result)) end_after_migration(result);
     }
@@ -262,6 +282,7 @@ void add_run_command(CLI::App& app) {
                   "Precopy stops early once a round leaves less than this many KiB dirty (0: never early)")
       ->capture_default_str();
   add_push_rate_option(cmd, opts->push_rate_mib);
+  add_link_options(cmd, opts->link);
   cmd->callback([opts] { run(*opts); });
 }
 

@@ -1,0 +1,194 @@
+// A TCP proxy that breaks the link on cue, for the link-recovery tests.
+//   fault_proxy --listen 127.0.0.1:5555 --to 127.0.0.1:4444 --fault reset@1:8M --fault blackhole@3:8M
+// Accepted connections are numbered from 1 in order (a migration opens its
+// main connection, then its urgent one; a reconnection opens the next two).
+// A fault KIND@CONN:BYTES fires once connection CONN has carried BYTES
+// towards the destination (K, M, G suffixes), and hits every connection open
+// at that moment:
+//   reset      both ends get a TCP reset (SO_LINGER 0, then close)
+//   blackhole  nothing more is forwarded either way, and nothing is closed:
+//              a partition, as a peer sees it. Later connections pass.
+// Each fault prints one line on stderr when it fires.
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/write.hpp>
+
+#include <sys/socket.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+namespace {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+
+struct Fault {
+  enum Kind { Reset, Blackhole } kind;
+  unsigned conn;
+  uint64_t bytes;
+  bool fired = false;
+};
+
+struct Conn {
+  unsigned id;
+  tcp::socket down, up;
+  std::atomic<uint64_t> to_dst{0};
+  std::atomic<bool> frozen{false}, reset{false};
+  Conn(unsigned i, tcp::socket d, tcp::socket u) : id(i), down(std::move(d)), up(std::move(u)) {}
+};
+
+std::mutex g_mutex;
+std::condition_variable g_cv;  // wakes frozen pumps never; closed ones on reset
+std::vector<Fault> g_faults;
+std::vector<std::weak_ptr<Conn>> g_conns;
+
+// SO_LINGER 0 makes the close a reset; shutdown() wakes the pumps blocked on
+// the socket now. The close itself comes when the last pump lets go of it.
+void hard_reset(tcp::socket& s) {
+  boost::system::error_code ec;
+  s.set_option(asio::socket_base::linger(true, 0), ec);
+  ::shutdown(s.native_handle(), SHUT_RDWR);
+}
+
+// Under g_mutex: fires the faults that `c` has reached.
+void check_faults(const Conn& c) {
+  for (auto& f : g_faults) {
+    if (f.fired || f.conn != c.id || c.to_dst < f.bytes) continue;
+    f.fired = true;
+    unsigned hit = 0;
+    for (auto& w : g_conns) {
+      auto o = w.lock();
+      if (!o || o->reset) continue;
+      hit++;
+      if (f.kind == Fault::Blackhole) {
+        o->frozen = true;
+        continue;
+      }
+      o->reset = true;
+      hard_reset(o->down);
+      hard_reset(o->up);
+    }
+    spdlog::info("fault_proxy: {} at {} bytes of connection {} ({} connections hit)",
+                 f.kind == Fault::Reset ? "reset" : "blackhole", c.to_dst.load(), c.id, hit);
+  }
+  g_cv.notify_all();
+}
+
+void pump(const std::shared_ptr<Conn>& c, bool towards_dst) {
+  tcp::socket& from = towards_dst ? c->down : c->up;
+  tcp::socket& to = towards_dst ? c->up : c->down;
+  std::vector<uint8_t> buf(64 * 1024);
+  for (;;) {
+    if (c->frozen) {  // a partition: hold everything, forever
+      std::unique_lock lock(g_mutex);
+      g_cv.wait(lock, [&] { return c->reset.load(); });
+      return;
+    }
+    boost::system::error_code ec;
+    size_t n = from.read_some(asio::buffer(buf), ec);
+    if (c->frozen) continue;  // not even a close crosses a partition
+    if (ec || c->reset) break;
+    size_t send = n;
+    if (towards_dst) {
+      std::lock_guard lock(g_mutex);
+      // Forward only up to a pending fault's byte count, then fire it.
+      for (const auto& f : g_faults)
+        if (!f.fired && f.conn == c->id && f.bytes >= c->to_dst) send = std::min<uint64_t>(send, f.bytes - c->to_dst);
+    }
+    if (c->frozen) continue;
+    asio::write(to, asio::buffer(buf.data(), send), ec);
+    if (ec) break;
+    if (towards_dst) {
+      std::lock_guard lock(g_mutex);
+      c->to_dst += send;
+      check_faults(*c);
+      if (c->reset || c->frozen) {
+        if (c->frozen) continue;
+        return;
+      }
+    }
+    if (send < n && !c->frozen && !c->reset) {
+      asio::write(to, asio::buffer(buf.data() + send, n - send), ec);  // the fault did not stop it
+      if (towards_dst) c->to_dst += n - send;
+    }
+  }
+  boost::system::error_code ec;
+  to.shutdown(tcp::socket::shutdown_send, ec);
+}
+
+tcp::endpoint parse_endpoint(const std::string& s) {
+  auto colon = s.rfind(':');
+  if (colon == std::string::npos) throw std::runtime_error("'" + s + "' is not HOST:PORT");
+  return {asio::ip::make_address(s.substr(0, colon)), static_cast<uint16_t>(std::stoul(s.substr(colon + 1)))};
+}
+
+Fault parse_fault(const std::string& s) {
+  auto at = s.find('@'), colon = s.find(':', at);
+  if (at == std::string::npos || colon == std::string::npos)
+    throw std::runtime_error("fault '" + s + "' is not KIND@CONN:BYTES");
+  std::string kind = s.substr(0, at), bytes = s.substr(colon + 1);
+  Fault f{};
+  if (kind == "reset") f.kind = Fault::Reset;
+  else if (kind == "blackhole") f.kind = Fault::Blackhole;
+  else throw std::runtime_error("fault kind '" + kind + "' is not reset or blackhole");
+  f.conn = static_cast<unsigned>(std::stoul(s.substr(at + 1, colon - at - 1)));
+  uint64_t mult = 1;
+  char suffix = bytes.empty() ? 0 : bytes.back();
+  if (suffix == 'K' || suffix == 'M' || suffix == 'G') {
+    mult = suffix == 'K' ? 1ULL << 10 : suffix == 'M' ? 1ULL << 20 : 1ULL << 30;
+    bytes.pop_back();
+  }
+  f.bytes = std::stoull(bytes) * mult;
+  return f;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"fault_proxy: forward TCP connections and reset or blackhole them on cue"};
+  std::string listen, to;
+  std::vector<std::string> faults;
+  app.add_option("--listen", listen, "HOST:PORT to accept on")->required();
+  app.add_option("--to", to, "HOST:PORT to forward each connection to")->required();
+  app.add_option("--fault", faults, "KIND@CONN:BYTES, KIND reset or blackhole (repeatable)");
+  CLI11_PARSE(app, argc, argv);
+  try {
+    for (const auto& f : faults) g_faults.push_back(parse_fault(f));
+    asio::io_context io;
+    tcp::acceptor acceptor(io, parse_endpoint(listen));
+    spdlog::info("fault_proxy: {} -> {}, {} faults armed", listen, to, g_faults.size());
+    for (unsigned id = 1;; id++) {
+      tcp::socket down(io);
+      acceptor.accept(down);
+      tcp::socket up(io);
+      boost::system::error_code ec;
+      up.connect(parse_endpoint(to), ec);
+      if (ec) {
+        spdlog::warn("fault_proxy: connection {}: cannot reach {}: {}", id, to, ec.message());
+        continue;
+      }
+      down.set_option(tcp::no_delay(true));
+      up.set_option(tcp::no_delay(true));
+      auto c = std::make_shared<Conn>(id, std::move(down), std::move(up));
+      {
+        std::lock_guard lock(g_mutex);
+        g_conns.push_back(c);
+      }
+      std::thread([c] { pump(c, true); }).detach();
+      std::thread([c] { pump(c, false); }).detach();
+    }
+  } catch (const std::exception& e) {
+    spdlog::error("fault_proxy: {}", e.what());
+    return 1;
+  }
+}
