@@ -1,0 +1,211 @@
+// Postcopy across a lost link: tools/fault_proxy sits between source and
+// destination and resets or blackholes the link at chosen byte counts of a
+// chosen connection (1: the first main connection, 2: its urgent one, 3 and
+// 4: the first reconnection's, ...). The guest verifies every page.
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <fstream>
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "process.h"
+
+namespace {
+
+using test::have_kvm;
+using test::run_command;
+using test::slurp;
+
+// A loopback port the kernel just handed out.
+uint16_t free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) < 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) < 0) {
+    if (fd >= 0) ::close(fd);
+    return 0;
+  }
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+struct Outcome {
+  int src_rc = -1, dst_rc = -1;
+  double seconds_after_kill = -1;
+  std::string src, dst, proxy, dst_serial, src_serial;
+  nlohmann::json report;
+};
+
+struct Case {
+  explicit Case(std::string f) : faults(std::move(f)) {}
+  std::string faults;      // fault_proxy --fault arguments
+  std::string dst = "--memory shmem";
+  std::string src = "--memory gmem --mem-size 512M";
+  std::string guest = "workload=touch size=64 seconds=4";
+  std::string kill;        // "src" or "dst": kill -9 that side 1 s into postcopy instead
+  double link_timeout = 1, recovery_timeout = 20;
+};
+
+// Destination, then the proxy in front of it, each waited for by its
+// listening line (a probe connection would count as a migration), then the source.
+Outcome run(const Case& s) {
+  std::string d = ::testing::TempDir() + "recovery/";
+  run_command("rm -rf " + d + " && mkdir -p " + d);
+  uint16_t dport = free_port(), pport = free_port();
+  std::string link = fmt::format("--link-timeout {} --recovery-timeout {}", s.link_timeout, s.recovery_timeout);
+  std::string script = fmt::format(
+      "wait_for() {{ for i in $(seq 400); do grep -q \"$2\" $1 2>/dev/null && return 0; sleep 0.025; done; return 1; }}\n"
+      "{vmm} receive --listen 127.0.0.1:{dp} {dst} {link} --report {d}report.json --serial-log {d}dst.serial "
+      ">{d}dst.log 2>&1 & D=$!\n"
+      "wait_for {d}dst.log listening || echo 'no listening line from vmm receive'\n"
+      "{proxy} --listen 127.0.0.1:{pp} --to 127.0.0.1:{dp} {faults} >{d}proxy.log 2>&1 & P=$!\n"
+      "wait_for {d}proxy.log armed || echo 'no line from fault_proxy'\n"
+      "{vmm} run --kernel {elf} --cmdline '{guest}' {src} {link} --mode postcopy --migrate-after 0.3 "
+      "--migrate-after-line 'touch: filled' --migrate-to 127.0.0.1:{pp} --serial-log {d}src.serial >{d}src.log 2>&1 & S=$!\n"
+      "if [ -n '{kill}' ]; then\n"
+      "  wait_for {d}dst.log 'guest running here'; sleep 1\n"
+      "  T0=$(date +%s%N); if [ '{kill}' = src ]; then kill -9 $S; else kill -9 $D; fi\n"
+      "fi\n"
+      "wait $S; echo SRC=$?; wait $D; echo DST=$?\n"
+      "[ -n '{kill}' ] && echo AFTER_MS=$(( ($(date +%s%N) - T0) / 1000000 ))\n"
+      "kill $P 2>/dev/null; wait $P 2>/dev/null; true\n",
+      fmt::arg("vmm", VMM_BIN), fmt::arg("proxy", FAULT_PROXY), fmt::arg("dp", dport), fmt::arg("pp", pport),
+      fmt::arg("dst", s.dst), fmt::arg("src", s.src), fmt::arg("link", link), fmt::arg("d", d),
+      fmt::arg("faults", s.faults), fmt::arg("elf", GUEST_ELF), fmt::arg("guest", s.guest), fmt::arg("kill", s.kill));
+  std::ofstream(d + "run.sh") << script;
+  auto r = run_command("bash " + d + "run.sh", 240);
+  Outcome m;
+  auto grab = [&](const char* key, int& v) {
+    auto at = r.output.find(key);
+    if (at != std::string::npos) v = std::stoi(r.output.substr(at + std::string(key).size()));
+  };
+  grab("SRC=", m.src_rc);
+  grab("DST=", m.dst_rc);
+  int after_ms = -1;
+  grab("AFTER_MS=", after_ms);
+  m.seconds_after_kill = after_ms / 1000.0;
+  m.src = r.output + slurp(d + "src.log");
+  m.dst = slurp(d + "dst.log");
+  m.proxy = slurp(d + "proxy.log");
+  m.dst_serial = slurp(d + "dst.serial");
+  m.src_serial = slurp(d + "src.serial");
+  std::string rep = slurp(d + "report.json");
+  if (!rep.empty()) m.report = nlohmann::json::parse(rep, nullptr, false);
+  return m;
+}
+
+size_t fired(const Outcome& r) {
+  size_t n = 0;
+  for (size_t at = r.proxy.find(" at "); at != std::string::npos; at = r.proxy.find(" at ", at + 1)) n++;
+  return n;
+}
+
+std::string all(const Outcome& r) {
+  return "--- source:\n" + r.src + "\n--- destination:\n" + r.dst + "\n--- proxy:\n" + r.proxy;
+}
+
+// `faults` fired, and the destination paused `pauses` times (a fault during
+// a recovery belongs to that pause).
+void expect_recovered(const Outcome& r, size_t pauses, size_t faults = 0) {
+  EXPECT_EQ(fired(r), faults ? faults : pauses) << all(r);
+  EXPECT_EQ(r.src_rc, 0) << all(r);
+  EXPECT_EQ(r.dst_rc, 0) << all(r);
+  EXPECT_NE(r.dst_serial.find("VERIFY OK pages="), std::string::npos) << r.dst_serial << all(r);
+  ASSERT_TRUE(r.report.is_object()) << all(r);
+  EXPECT_EQ(r.report["link_pauses"].size(), pauses) << r.report["link_pauses"].dump();
+}
+
+#define NEEDS_KVM() \
+  if (!have_kvm()) GTEST_SKIP() << "no usable /dev/kvm on this host"
+
+TEST(LinkRecovery, ResetTwiceDuringFourKibPostcopy) {
+  NEEDS_KVM();
+  expect_recovered(run(Case("--fault reset@1:8M --fault reset@3:8M")), 2);
+}
+
+TEST(LinkRecovery, ResetTwiceInMissingMode) {
+  NEEDS_KVM();
+  Case s("--fault reset@1:8M --fault reset@3:8M");
+  s.dst += " --uffd-mode missing";
+  expect_recovered(run(s), 2);
+}
+
+TEST(LinkRecovery, SilentLinkOnceIsNoticedAndRecovered) {
+  NEEDS_KVM();
+  Outcome r = run(Case("--fault blackhole@1:8M"));
+  expect_recovered(r, 1);
+  // Neither side saw a close: each noticed the silence itself.
+  EXPECT_NE(r.dst.find("within 1000 ms"), std::string::npos) << r.dst;
+  EXPECT_NE(r.src.find("within the receive timeout (1000 ms)"), std::string::npos) << r.src;
+}
+
+TEST(LinkRecovery, ResetDuringTheRecoveryItself) {
+  NEEDS_KVM();
+  // Connection 3 is the first reconnection's main one: cut inside its Hello.
+  // The source dials again, within the same pause.
+  Outcome r = run(Case("--fault reset@1:8M --fault reset@3:20"));
+  expect_recovered(r, 1, 2);
+  EXPECT_NE(r.src.find("(attempt 2,"), std::string::npos) << r.src;
+}
+
+TEST(LinkRecovery, ResetTwiceInTheMiddleOfAOneGibPage) {
+  NEEDS_KVM();
+  auto res = run_command(fmt::format("{} reserve 1g 1", HUGEPAGES_SH));
+  if (res.exit_code != 0) GTEST_SKIP() << "cannot reserve a 1 GiB page: " << res.output;
+  Case s("--fault reset@1:30M --fault reset@3:20M");
+  s.dst = "--memory hugetlb-1g";
+  s.src = "--memory gmem --mem-size 1G";
+  s.guest = "workload=touch size=64 seconds=14";  // 64 MiB of data in the page: both cuts fall inside it
+  Outcome r = run(s);
+  run_command(fmt::format("{} release 1g 1", HUGEPAGES_SH));
+  expect_recovered(r, 2);
+}
+
+TEST(LinkRecovery, ResetDuringTheVmStateResumesTheGuestOnTheSource) {
+  NEEDS_KVM();
+  // The first bytes after the Hello are the VM state: before the commit point.
+  Outcome r = run(Case("--fault reset@1:2000"));
+  EXPECT_EQ(fired(r), 1u) << all(r);
+  EXPECT_EQ(r.src_rc, 0) << all(r);  // the guest finished on the source
+  EXPECT_NE(r.src_serial.find("VERIFY OK pages="), std::string::npos) << r.src_serial;
+  EXPECT_NE(r.src.find("the guest runs here again"), std::string::npos) << r.src;
+  EXPECT_NE(r.dst_rc, 0) << all(r);
+}
+
+TEST(LinkRecovery, KilledSourceGivesTheDestinationAClearErrorWithinTheRecoveryTimeout) {
+  NEEDS_KVM();
+  Case s("");
+  s.kill = "src";
+  s.recovery_timeout = 3;
+  s.src += " --postcopy-push-rate 16";  // still in postcopy 1 s in
+  s.guest = "workload=touch size=64 seconds=8";
+  Outcome r = run(s);
+  EXPECT_EQ(r.dst_rc, 125) << all(r);
+  EXPECT_NE(r.dst.find("did not reconnect within 3 s"), std::string::npos) << r.dst;
+  EXPECT_NE(r.dst.find("pages never came"), std::string::npos) << r.dst;
+  EXPECT_GT(r.seconds_after_kill, 0);
+  EXPECT_LT(r.seconds_after_kill, 3 + 1 + 5) << "link timeout 1 s, recovery 3 s, and a margin";
+}
+
+TEST(LinkRecovery, KilledDestinationGivesTheSourceAClearErrorWithinTheRecoveryTimeout) {
+  NEEDS_KVM();
+  Case s("");
+  s.kill = "dst";
+  s.recovery_timeout = 3;
+  s.src += " --postcopy-push-rate 16";
+  s.guest = "workload=touch size=64 seconds=8";
+  Outcome r = run(s);
+  EXPECT_EQ(r.src_rc, 125) << all(r);
+  EXPECT_NE(r.src.find("stayed lost for 3 s"), std::string::npos) << r.src;
+  EXPECT_GT(r.seconds_after_kill, 0);
+  EXPECT_LT(r.seconds_after_kill, 3 + 1 + 5);
+}
+
+}  // namespace
