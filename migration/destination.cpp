@@ -239,8 +239,17 @@ void Destination::start_guest(const PostcopyBegin& begin) {
     register_postcopy();
     resolver_ = std::make_unique<FaultResolver>(
         *uffd_, *pages_, [this](const std::vector<uint64_t>& pages) { request_pages(pages); }, metrics_);
+    auto fail_now = [this](const std::string& why) {
+      {
+        std::lock_guard lock(error_mutex_);
+        if (error_.empty()) error_ = why;
+      }
+      std::lock_guard lock(link_mutex_);
+      main_->shutdown();  // the main thread stops at once, and does not take it for a lost link
+    };
+    resolver_->set_on_error([fail_now](const std::string& e) { fail_now("fault resolver: " + e); });
     resolver_->start();
-    pages_->start_mapper();
+    pages_->start_mapper(fail_now);
     start_link_threads();
   } else if (uffd_) {
     uffd_->unregister(machine_->memory().primary(), hello_.mem_size);

@@ -29,9 +29,12 @@ void FaultResolver::start() {
     try {
       loop();
     } catch (const std::exception& e) {
-      std::lock_guard lock(mutex_);
-      error_ = e.what();
+      {
+        std::lock_guard lock(mutex_);
+        error_ = e.what();
+      }
       spdlog::error("fault resolver: {}", e.what());
+      if (on_error_) on_error_(e.what());
     }
   });
 }

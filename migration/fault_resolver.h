@@ -25,6 +25,9 @@ class FaultResolver {
   using Request = std::function<void(const std::vector<uint64_t>& pages)>;
   FaultResolver(const vmm::Userfaultfd& uffd, PageStates& pages, Request request, FaultMetrics& metrics);
   ~FaultResolver();
+  // Called from the resolver's thread with its error, the moment it stops:
+  // faults go unresolved from then on, so the migration must fail now.
+  void set_on_error(std::function<void(const std::string&)> f) { on_error_ = std::move(f); }
   void start();
   void stop();
   // The error that ended the thread early, if any.
@@ -38,6 +41,7 @@ class FaultResolver {
   const vmm::Userfaultfd& uffd_;
   PageStates& pages_;
   Request request_;
+  std::function<void(const std::string&)> on_error_;
   FaultMetrics& metrics_;
   vmm::UniqueFd stop_fd_;
   std::thread thread_;

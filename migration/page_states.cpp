@@ -36,7 +36,8 @@ PageStates::~PageStates() {
   }
 }
 
-void PageStates::start_mapper() {
+void PageStates::start_mapper(std::function<void(const std::string&)> on_error) {
+  on_map_error_ = std::move(on_error);
   mapper_ = std::thread([this] { map_loop(); });
 }
 
@@ -70,8 +71,12 @@ void PageStates::map_loop() {
     try {
       install_pages(run.first, run.count);
     } catch (const std::exception& e) {
-      std::lock_guard lock(map_mutex_);
-      if (map_error_.empty()) map_error_ = e.what();
+      bool first = false;
+      {
+        std::lock_guard lock(map_mutex_);
+        if ((first = map_error_.empty())) map_error_ = e.what();
+      }
+      if (first && on_map_error_) on_map_error_(std::string("mapping pushed pages: ") + e.what());
       continue;
     }
     if (metrics_) metrics_->pages_done(run.first, run.first + run.count, run.t_received, Clock::now());

@@ -10,6 +10,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -50,7 +51,8 @@ class PageStates {
   // the kernel maps each on first touch. Call it before unregistering, with
   // the fault resolver still running: a vCPU that faults meanwhile on a
   // queued page is mapped by the resolver, not left waiting for the queue.
-  void start_mapper();
+  // `on_error` is called from the mapper's thread on its first failure.
+  void start_mapper(std::function<void(const std::string&)> on_error = {});
   void stop_mapper();
   ~PageStates();
   // Postcopy: a frame that holds whole pages fills only the pages it can claim
@@ -112,6 +114,7 @@ class PageStates {
   bool map_stop_ = false;
   std::thread mapper_;
   std::string map_error_;
+  std::function<void(const std::string&)> on_map_error_;
 
   uint8_t* primary_;
   uint8_t* alias_;

@@ -6,7 +6,10 @@
 #include <boost/asio/streambuf.hpp>
 #include <boost/asio/write.hpp>
 
+#include <poll.h>
 #include <sys/socket.h>
+
+#include <chrono>
 
 #include <filesystem>
 #include <istream>
@@ -24,6 +27,9 @@ using asio::local::stream_protocol;
 namespace {
 
 constexpr size_t kMaxRequest = 64 * 1024;
+// A client gets this long to send its request line: one that connects and
+// says nothing must not hold the server (nor the VMM's exit) for good.
+constexpr int kRequestTimeoutMs = 5000;
 
 nlohmann::json read_json_line(stream_protocol::socket& s) {
   asio::streambuf buf(kMaxRequest);
@@ -32,6 +38,25 @@ nlohmann::json read_json_line(stream_protocol::socket& s) {
   std::string line;
   std::getline(in, line);
   return nlohmann::json::parse(line);
+}
+
+// The request line, within kRequestTimeoutMs and kMaxRequest bytes.
+nlohmann::json read_request(stream_protocol::socket& s) {
+  std::string line;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kRequestTimeoutMs);
+  char buf[4096];
+  while (line.find('\n') == std::string::npos) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    pollfd pfd{s.native_handle(), POLLIN, 0};
+    if (left.count() <= 0 || ::poll(&pfd, 1, static_cast<int>(left.count())) <= 0)
+      throw Error(fmt::format("no request line within {} s", kRequestTimeoutMs / 1000));
+    boost::system::error_code ec;
+    size_t n = s.read_some(asio::buffer(buf), ec);
+    if (ec) throw Error("the client closed before sending a request line");
+    line.append(buf, n);
+    if (line.size() > kMaxRequest) throw Error(fmt::format("request longer than {} bytes", kMaxRequest));
+  }
+  return nlohmann::json::parse(line.substr(0, line.find('\n')));
 }
 
 void write_json_line(stream_protocol::socket& s, const nlohmann::json& j) {
@@ -84,7 +109,8 @@ void ApiServer::serve() {
     nlohmann::json reply;
     try {
       auto req = std::make_shared<ApiRequest>();
-      req->body = read_json_line(s);
+      req->body = read_request(s);
+      if (!req->body.is_object()) throw Error("a request is a JSON object, e.g. {\"command\": \"migrate\", ...}");
       auto future = req->reply.get_future();
       {
         std::lock_guard lock(mutex_);

@@ -170,7 +170,13 @@ std::optional<migration::SourceResult> wait_until(Machine& machine, VcpuThread& 
   std::optional<migration::SourceResult> result;
   while (!g_stop && !vcpu.finished() && std::chrono::steady_clock::now() < deadline) {
     if (auto req = api ? api->poll() : nullptr) {
-      req->reply.set_value(handle_api(machine, vcpu, req->body, result));
+      nlohmann::json reply;
+      try {
+        reply = handle_api(machine, vcpu, req->body, result);
+      } catch (const nlohmann::json::exception& e) {  // a field of the wrong type: the guest runs on
+        reply = {{"ok", false}, {"error", fmt::format("malformed request: {}", e.what())}};
+      }
+      req->reply.set_value(reply);
       if (result == migration::SourceResult::Completed || result == migration::SourceResult::FailedAfterSwitchover)
         return result;
     }
