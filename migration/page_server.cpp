@@ -202,6 +202,13 @@ void PageServer::pace_push(uint64_t bytes) {
     std::this_thread::sleep_for(std::min<steady_clock::duration>(due - now, std::chrono::milliseconds(50)));
 }
 
+std::vector<uint64_t> PageServer::sent_bitmap() const {
+  std::vector<uint64_t> bits((npages_ + 63) / 64, 0);
+  for (uint64_t p = 0; p < npages_; p++)
+    if (sent_[p]) bits[p / 64] |= 1ULL << (p % 64);
+  return bits;
+}
+
 PageServerStats PageServer::run() {
   main_.set_receive_timeout(link_timeout_);
   std::thread urgent([this] { serve_requests(); });

@@ -41,6 +41,8 @@ class PageServer {
   // `committed` is set once Started came and StartedAck is on its way: from
   // then on the guest lives on the destination.
   PageServerStats run();
+  // After run() threw: the pages this server sent (pushed or answered).
+  std::vector<uint64_t> sent_bitmap() const;
 
  private:
   bool claim(uint64_t page) { return !sent_[page].exchange(1); }

@@ -214,10 +214,14 @@ void Source::serve_postcopy(SourceReport& report, std::vector<uint64_t> missing,
     } catch (const LinkLost& e) {
       if (!committed_) throw;  // before the commit point the guest resumes here
       auto t_lost = Clock::now();
+      std::vector<uint64_t> was_missing = missing, sent = server.sent_bitmap();
       missing = reconnect(e.what(), npages);
+      for (size_t w = 0; w < missing.size(); w++)
+        report.pages_resent += static_cast<uint64_t>(__builtin_popcountll(was_missing[w] & sent[w] & missing[w]));
       report.pauses_ms.push_back(ms_between(t_lost, Clock::now()));
-      spdlog::info("postcopy: resumed after {:.0f} ms: {} pages still to send", report.pauses_ms.back(),
-                   popcount(missing));
+      spdlog::info("postcopy: resumed after {:.0f} ms: {} pages still to send ({} sent again so far: in flight or claimed by "
+                   "the push when the link broke)",
+                   report.pauses_ms.back(), popcount(missing), report.pages_resent);
     }
   }
 }

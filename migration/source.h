@@ -52,6 +52,9 @@ struct SourceReport {
   // Lost links recovered during postcopy: how many, and each pause (link
   // lost -> page server serving again) in ms.
   std::vector<double> pauses_ms;
+  // Pages sent (or claimed by the push) before a loss that the destination
+  // did not hold after it: in flight when the link broke, and sent again.
+  uint64_t pages_resent = 0;
   bool resumed_here = false;  // a failure before the commit point resumed the guest here
 };
 

@@ -50,6 +50,7 @@ struct Case {
   std::string src = "--memory gmem --mem-size 512M";
   std::string guest = "workload=touch size=64 seconds=4";
   std::string kill;        // "src" or "dst": kill -9 that side 1 s into postcopy instead
+  std::string mode = "postcopy";
   double link_timeout = 1, recovery_timeout = 20;
 };
 
@@ -67,7 +68,7 @@ Outcome run(const Case& s) {
       "wait_for {d}dst.log listening || echo 'no listening line from vmm receive'\n"
       "{proxy} --listen 127.0.0.1:{pp} --to 127.0.0.1:{dp} {faults} >{d}proxy.log 2>&1 & P=$!\n"
       "wait_for {d}proxy.log armed || echo 'no line from fault_proxy'\n"
-      "{vmm} run --kernel {elf} --cmdline '{guest}' {src} {link} --mode postcopy --migrate-after 0.3 "
+      "{vmm} run --kernel {elf} --cmdline '{guest}' {src} {link} --mode {mode} --migrate-after 0.3 "
       "--migrate-after-line 'touch: filled' --migrate-to 127.0.0.1:{pp} --serial-log {d}src.serial >{d}src.log 2>&1 & S=$!\n"
       "if [ -n '{kill}' ]; then\n"
       "  wait_for {d}dst.log 'guest running here'; sleep 1\n"
@@ -78,7 +79,7 @@ Outcome run(const Case& s) {
       "kill $P 2>/dev/null; wait $P 2>/dev/null; true\n",
       fmt::arg("vmm", VMM_BIN), fmt::arg("proxy", FAULT_PROXY), fmt::arg("dp", dport), fmt::arg("pp", pport),
       fmt::arg("dst", s.dst), fmt::arg("src", s.src), fmt::arg("link", link), fmt::arg("d", d),
-      fmt::arg("faults", s.faults), fmt::arg("elf", GUEST_ELF), fmt::arg("guest", s.guest), fmt::arg("kill", s.kill));
+      fmt::arg("faults", s.faults), fmt::arg("elf", GUEST_ELF), fmt::arg("guest", s.guest), fmt::arg("kill", s.kill), fmt::arg("mode", s.mode));
   std::ofstream(d + "run.sh") << script;
   auto r = run_command("bash " + d + "run.sh", 240);
   Outcome m;
@@ -135,6 +136,16 @@ TEST(LinkRecovery, ResetTwiceInMissingMode) {
   Case s("--fault reset@1:8M --fault reset@3:8M");
   s.dst += " --uffd-mode missing";
   expect_recovered(run(s), 2);
+}
+
+TEST(LinkRecovery, ResetDuringHybridsPostcopyPhase) {
+  NEEDS_KVM();
+  // Connection 2 carries only the Hello and answers to faults: past 5000
+  // bytes toward the destination, postcopy has begun.
+  Case s("--fault reset@2:5000");
+  s.src = "--memory gmem --gmem-bind hva --mem-size 512M";
+  s.mode = "hybrid";
+  expect_recovered(run(s), 1);
 }
 
 TEST(LinkRecovery, SilentLinkOnceIsNoticedAndRecovered) {

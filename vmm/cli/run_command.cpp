@@ -160,6 +160,7 @@ nlohmann::json handle_api(Machine& machine, VcpuThread& vcpu, const nlohmann::js
           {"pages_urgent", r.postcopy.pages_urgent},
           {"pages_pushed", r.postcopy.pages_pushed},
           {"link_pauses_ms", r.pauses_ms},
+          {"pages_resent", r.pages_resent},
           {"resumed_here", r.resumed_here}};
 }
 
