@@ -361,8 +361,13 @@ void Destination::stop_link_threads() {
 
 // Accepts one connection; installs it if it is this migration's reconnection.
 bool Destination::take_reconnection(std::chrono::milliseconds left) {
+  std::unique_ptr<Channel> m;
   try {
-    auto m = accept_one(*acceptor_, std::max(left, std::chrono::milliseconds(1)), "reconnecting source");
+    m = accept_one(*acceptor_, std::max(left, std::chrono::milliseconds(1)), "reconnecting source");
+  } catch (const ConnectionError&) {
+    return false;  // nobody came before the deadline: the caller says so
+  }
+  try {
     m->set_receive_timeout(options_.link.link_timeout);
     Hello h = receive_hello(*m);
     if (h.role != Role::Main || !h.resume || h.session != hello_.session) {
@@ -400,7 +405,6 @@ bool Destination::take_reconnection(std::chrono::milliseconds left) {
     urgent_ = std::move(u);
     return true;
   } catch (const ConnectionError& e) {
-    if (left.count() <= 1) throw;
     spdlog::warn("receive: a reconnection failed: {}", e.what());
   } catch (const ProtocolError& e) {
     spdlog::warn("receive: a reconnection failed: {}", e.what());
@@ -430,11 +434,7 @@ void Destination::recover(const std::string& why) {
                                    "never came, and the guest cannot run without them",
                                    static_cast<double>(options_.link.recovery_timeout.count()) / 1000, why,
                                    pages_->npages() - pages_->present()));
-    try {
-      if (take_reconnection(left)) break;
-    } catch (const ConnectionError&) {
-      // accept() found nobody before the deadline: the loop says so
-    }
+    if (take_reconnection(left)) break;
   }
   std::vector<uint64_t> again = pages_->outstanding();
   start_link_threads();

@@ -22,6 +22,10 @@ std::vector<uint64_t> read_bits(ByteReader& r, uint64_t nbits) {
   return w;
 }
 
+void write_bits(ByteWriter& w, const std::vector<uint64_t>& bits) {
+  for (uint64_t x : bits) w.u64(x);
+}
+
 }  // namespace
 
 const char* mode_name(Mode m) {
@@ -109,7 +113,7 @@ std::vector<uint8_t> encode(const PostcopyBegin& m) {
   w.u64(m.page_size);
   w.u64(m.npages);
   w.u64(m.source_stop_us);
-  for (uint64_t x : m.missing) w.u64(x);
+  write_bits(w, m.missing);
   return std::move(w.buffer());
 }
 
@@ -144,7 +148,7 @@ std::vector<uint8_t> encode(const Received& m) {
   ByteWriter w;
   w.u64(m.first_page);
   w.u64(m.npages);
-  for (uint64_t x : m.bits) w.u64(x);
+  write_bits(w, m.bits);
   return std::move(w.buffer());
 }
 
