@@ -1,9 +1,6 @@
 #include "destination.h"
 
-#include <boost/asio/ip/tcp.hpp>
-
 #include <fcntl.h>
-#include <poll.h>
 #include <pthread.h>
 #include <sys/mman.h>
 
@@ -22,9 +19,6 @@
 
 namespace migration {
 
-namespace asio = boost::asio;
-using asio::ip::tcp;
-
 namespace {
 
 double ms_between(Clock::time_point a, Clock::time_point b) {
@@ -35,22 +29,6 @@ uint64_t count_bits(const std::vector<uint64_t>& b) {
   uint64_t n = 0;
   for (uint64_t w : b) n += static_cast<uint64_t>(__builtin_popcountll(w));
   return n;
-}
-
-std::unique_ptr<Channel> accept_one(tcp::acceptor& acceptor, std::chrono::milliseconds timeout, const char* what) {
-  if (timeout.count() > 0) {
-    pollfd pfd{acceptor.native_handle(), POLLIN, 0};
-    int rc = ::poll(&pfd, 1, static_cast<int>(timeout.count()));
-    if (rc == 0)
-      throw ConnectionError(fmt::format("no {} connection within {} s", what, timeout.count() / 1000));
-  }
-  tcp::socket socket(acceptor.get_executor());
-  boost::system::error_code ec;
-  acceptor.accept(socket, ec);
-  if (ec) throw ConnectionError("accept failed: " + ec.message());
-  auto ep = socket.remote_endpoint(ec);
-  std::string peer = ec ? std::string("source") : fmt::format("{}:{}", ep.address().to_string(), ep.port());
-  return std::make_unique<Channel>(std::move(socket), peer);
 }
 
 Hello receive_hello(Channel& ch) {
@@ -78,7 +56,7 @@ Destination::Destination(DestinationOptions options) : options_(std::move(option
 Destination::~Destination() {
   complete_ = true;
   if (resolver_) resolver_->stop();
-  if (urgent_) urgent_->shutdown();
+  if (link_.has_urgent()) link_.urgent().shutdown();
   if (urgent_thread_.joinable()) urgent_thread_.join();
   if (premap_thread_.joinable()) premap_thread_.join();
   if (pages_) {
@@ -168,13 +146,13 @@ void Destination::receive_until_postcopy() {
   Clock::time_point t_state{};
   for (;;) {
     std::array<uint8_t, kHeaderSize> raw;
-    FrameHeader h = main_->receive_header(raw);
+    FrameHeader h = link_.main().receive_header(raw);
     if (h.type == FrameType::Pages) {
-      pages_->receive_pages(*main_, raw, h, false);
+      pages_->receive_pages(link_.main(), raw, h, false);
       continue;
     }
     Frame f{h, std::vector<uint8_t>(h.length)};
-    main_->read_exact(f.payload);
+    link_.main().read_exact(f.payload);
     verify_crc(raw, f.payload, h.crc);
     switch (f.header.type) {
       case FrameType::RoundDone:
@@ -197,7 +175,7 @@ void Destination::receive_until_postcopy() {
         start_guest(begin);
         restore_ms_ = ms_between(t_state, Clock::now());
         restore_parts_.start_ms = restore_ms_ - restore_parts_.state_ms - restore_parts_.wait_begin_ms;
-        main_->send(FrameType::Started, 0, encode(Started{static_cast<uint64_t>(restore_ms_ * 1000)}));
+        link_.main().send(FrameType::Started, 0, encode(Started{static_cast<uint64_t>(restore_ms_ * 1000)}));
         return;
       }
       case FrameType::Error: throw vmm::Error("the source gave up: " + decode_error(f.payload));
@@ -238,14 +216,13 @@ void Destination::start_guest(const PostcopyBegin& begin) {
   if (missing) {
     register_postcopy();
     resolver_ = std::make_unique<FaultResolver>(
-        *uffd_, *pages_, [this](const std::vector<uint64_t>& pages) { request_pages(pages); }, metrics_);
+        *uffd_, *pages_, [this](const std::vector<uint64_t>& pages) { link_.request(pages); }, metrics_);
     auto fail_now = [this](const std::string& why) {
       {
         std::lock_guard lock(error_mutex_);
         if (error_.empty()) error_ = why;
       }
-      std::lock_guard lock(link_mutex_);
-      main_->shutdown();  // the main thread stops at once, and does not take it for a lost link
+      link_.end_main();  // the main thread stops at once, and does not take it for a lost link
     };
     resolver_->set_on_error([fail_now](const std::string& e) { fail_now("fault resolver: " + e); });
     resolver_->start();
@@ -258,7 +235,7 @@ void Destination::start_guest(const PostcopyBegin& begin) {
     if (staging_) std::memcpy(alias_.data(), staging_.data(), hello_.mem_size);
   }
   t_postcopy_ = Clock::now();
-  main_bytes_at_postcopy_ = main_->bytes_received();
+  main_bytes_at_postcopy_ = link_.main_bytes();
   vcpu_ = std::make_unique<vmm::VcpuThread>(*machine_);
   if (missing) {
     premap_thread_ = std::thread([this, bits = begin.missing] {
@@ -276,8 +253,7 @@ void Destination::start_guest(const PostcopyBegin& begin) {
 void Destination::progress() {
   auto now = Clock::now();
   if (now - last_progress_ < std::chrono::seconds(1)) return;
-  double mib = static_cast<double>(main_bytes_before_ + main_->bytes_received() + urgent_bytes_before_ +
-                                   urgent_->bytes_received()) / (1 << 20);
+  double mib = static_cast<double>(link_.main_bytes() + link_.urgent_bytes()) / (1 << 20);
   spdlog::info("postcopy: {} pages left of {}, {:.0f} MiB received ({:.0f} MiB/s overall), {} faults so far",
                pages_->npages() - pages_->present(), pages_->npages(), mib, mib / ms_between(t_hello_, now) * 1000,
                metrics_.faults_resolved());
@@ -288,7 +264,7 @@ void Destination::progress() {
 // complete the last page). Returns whether the migration is complete.
 bool Destination::announce_if_complete() {
   if (!pages_->complete()) return false;
-  if (!complete_.exchange(true)) main_->send(FrameType::Complete, 0, {});
+  if (!complete_.exchange(true)) link_.main().send(FrameType::Complete, 0, {});
   return true;
 }
 
@@ -297,65 +273,32 @@ void Destination::urgent_loop() {
   try {
     while (!complete_) {
       std::array<uint8_t, kHeaderSize> raw;
-      FrameHeader h = urgent_->receive_header(raw);
+      FrameHeader h = link_.urgent().receive_header(raw);
       if (h.type != FrameType::Pages || !(h.flags & kPagesUrgent))
         throw ProtocolError(fmt::format("unexpected {} on the urgent connection", frame_type_name(h.type)));
-      pages_->receive_pages(*urgent_, raw, h, true);
+      pages_->receive_pages(link_.urgent(), raw, h, true);
       announce_if_complete();
     }
   } catch (const ConnectionError& e) {
     // A lost link: the main thread finds its connection ended too, and recovers.
     if (complete_) return;
     spdlog::debug("receive: urgent connection: {}", e.what());
-    main_->shutdown();
+    link_.main().shutdown();
   } catch (const std::exception& e) {
     if (complete_) return;
     std::lock_guard lock(error_mutex_);
     error_ = fmt::format("urgent connection: {}", e.what());
-    main_->shutdown();
-  }
-}
-
-void Destination::request_pages(const std::vector<uint64_t>& pages) {
-  std::lock_guard lock(link_mutex_);
-  if (!link_up_) return;  // they stay Requested, and are asked for again once the link is back
-  try {
-    for (size_t i = 0; i < pages.size(); i += kMaxRequestPages) {
-      std::vector<uint64_t> part(pages.begin() + static_cast<long>(i),
-                                 pages.begin() + static_cast<long>(std::min(pages.size(), i + kMaxRequestPages)));
-      urgent_->send(FrameType::PageRequest, 0, encode_request(part));
-    }
-  } catch (const ConnectionError& e) {
-    spdlog::debug("receive: page request: {}", e.what());
-    link_up_ = false;
-    main_->shutdown();  // the main thread notices and recovers
+    link_.main().shutdown();
   }
 }
 
 void Destination::start_link_threads() {
-  {
-    std::lock_guard lock(link_mutex_);
-    link_up_ = true;
-  }
-  for (auto* ch : {main_.get(), urgent_.get()})
-    if (auto why = ch->set_link_timeout(options_.link.link_timeout); !why.empty())
-      spdlog::warn("receive: a blocked send notices a lost link only from the receive side ({} refused)", why);
-  // Silence on the main connection for the link timeout is a lost link; the
-  // urgent one idles whenever the guest does not fault.
-  main_->set_receive_timeout(options_.link.link_timeout);
-  urgent_->set_receive_timeout(std::chrono::milliseconds(0));
-  heartbeat_ = std::make_unique<Heartbeat>(*main_, options_.link.link_timeout / 4);
+  link_.up(options_.link);
   urgent_thread_ = std::thread([this] { urgent_loop(); });
 }
 
 void Destination::stop_link_threads() {
-  {
-    std::lock_guard lock(link_mutex_);
-    link_up_ = false;
-  }
-  main_->shutdown();
-  urgent_->shutdown();
-  heartbeat_.reset();
+  link_.down();
   if (urgent_thread_.joinable()) urgent_thread_.join();
 }
 
@@ -363,7 +306,7 @@ void Destination::stop_link_threads() {
 bool Destination::take_reconnection(std::chrono::milliseconds left) {
   std::unique_ptr<Channel> m;
   try {
-    m = accept_one(*acceptor_, std::max(left, std::chrono::milliseconds(1)), "reconnecting source");
+    m = link_.accept(std::max(left, std::chrono::milliseconds(1)), "reconnecting source");
   } catch (const ConnectionError&) {
     return false;  // nobody came before the deadline: the caller says so
   }
@@ -383,7 +326,7 @@ bool Destination::take_reconnection(std::chrono::milliseconds left) {
     yes.dst_page_size = pages_->page_size();
     yes.uffd_minor = true;
     m->send(FrameType::HelloReply, 0, encode(yes));
-    auto u = accept_one(*acceptor_, options_.link.link_timeout, "reconnecting urgent");
+    auto u = link_.accept(options_.link.link_timeout, "reconnecting urgent");
     u->set_receive_timeout(options_.link.link_timeout);
     Hello uh = receive_hello(*u);
     if (uh.role != Role::Urgent || uh.session != hello_.session)
@@ -398,11 +341,7 @@ bool Destination::take_reconnection(std::chrono::milliseconds left) {
                                                  present.begin() + static_cast<long>((first + n + 63) / 64))};
       m->send(FrameType::Received, first + n == npages ? kReceivedLast : 0, encode(r));
     }
-    std::lock_guard lock(link_mutex_);
-    main_bytes_before_ += main_->bytes_received();
-    urgent_bytes_before_ += urgent_->bytes_received();
-    main_ = std::move(m);
-    urgent_ = std::move(u);
+    link_.replace(std::move(m), std::move(u));
     return true;
   } catch (const ConnectionError& e) {
     spdlog::warn("receive: a reconnection failed: {}", e.what());
@@ -438,7 +377,7 @@ void Destination::recover(const std::string& why) {
   }
   std::vector<uint64_t> again = pages_->outstanding();
   start_link_threads();
-  request_pages(again);
+  link_.request(again);
   // The source redials only once it let go of the guest (it got Started).
   started_acked_ = true;
   if (!acked) vcpu_->resume();
@@ -459,12 +398,12 @@ void Destination::receive_postcopy() {
     if (announce_if_complete()) break;
     try {
       std::array<uint8_t, kHeaderSize> raw;
-      FrameHeader h = main_->receive_header(raw);
+      FrameHeader h = link_.main().receive_header(raw);
       if (h.type == FrameType::Pages) {
-        pages_->receive_pages(*main_, raw, h, true);
+        pages_->receive_pages(link_.main(), raw, h, true);
       } else {
         std::vector<uint8_t> payload(h.length);
-        main_->read_exact(payload);
+        link_.main().read_exact(payload);
         verify_crc(raw, payload, h.crc);
         if (h.type == FrameType::Error) throw vmm::Error("the source gave up: " + decode_error(payload));
         if (h.type == FrameType::StartedAck) started_acked_ = true;
@@ -499,44 +438,34 @@ void Destination::finish_postcopy() {
   }
   // A fault between the resolver's stop and here is woken by unregister().
   if (uffd_) uffd_->unregister(machine_->memory().primary(), hello_.mem_size);
-  heartbeat_.reset();
-  urgent_->shutdown();
+  link_.end_postcopy();
   if (urgent_thread_.joinable()) urgent_thread_.join();
 }
 
 int Destination::run() {
-  auto [host, port] = split_host_port(options_.listen);
-  acceptor_ = std::make_unique<tcp::acceptor>(io_);
-  tcp::acceptor& acceptor = *acceptor_;
-  tcp::endpoint ep(asio::ip::make_address(host), port);
-  acceptor.open(ep.protocol());
-  acceptor.set_option(tcp::acceptor::reuse_address(true));
-  boost::system::error_code ec;
-  acceptor.bind(ep, ec);
-  if (ec) throw vmm::Error(fmt::format("cannot listen on {}: {}", options_.listen, ec.message()));
-  acceptor.listen();
+  link_.listen(options_.listen);
   spdlog::info("receive: listening on {} for a migration, RAM on {}", options_.listen,
                vmm::backend_name(options_.backend));
-  main_ = accept_one(acceptor, std::chrono::milliseconds(0), "source");
-  main_->set_receive_timeout(options_.handshake_timeout);
-  hello_ = receive_hello(*main_);
+  link_.set_main(link_.accept(std::chrono::milliseconds(0), "source"));
+  link_.main().set_receive_timeout(options_.handshake_timeout);
+  hello_ = receive_hello(link_.main());
   t_hello_ = last_progress_ = Clock::now();
   HelloReply reply = accept_source(hello_);
-  main_->send(FrameType::HelloReply, 0, encode(reply));
+  link_.main().send(FrameType::HelloReply, 0, encode(reply));
   if (!reply.accepted) throw vmm::Error("refused the migration: " + reply.reason);
-  urgent_ = accept_one(acceptor, options_.handshake_timeout, "urgent");
-  if (auto why = urgent_->mark_urgent(); !why.empty())
+  link_.set_urgent(link_.accept(options_.handshake_timeout, "urgent"));
+  if (auto why = link_.urgent().mark_urgent(); !why.empty())
     spdlog::warn("receive: page requests go unmarked (the kernel refused {})", why);
-  urgent_->set_receive_timeout(options_.handshake_timeout);
-  Hello urgent_hello = receive_hello(*urgent_);
+  link_.urgent().set_receive_timeout(options_.handshake_timeout);
+  Hello urgent_hello = receive_hello(link_.urgent());
   if (urgent_hello.role != Role::Urgent || urgent_hello.session != hello_.session)
     throw ProtocolError("the second connection is not this migration's urgent channel");
   // Past the handshake and until the guest starts here, a dead peer shows
   // as a closed connection (the source may take long to map a large guest);
   // in postcopy the link timeout and heartbeats take over.
-  main_->set_receive_timeout(std::chrono::milliseconds(0));
-  urgent_->set_receive_timeout(std::chrono::milliseconds(0));
-  spdlog::info("receive: {} from {} ({} on the source), mode {}", vmm::format_size(hello_.mem_size), main_->peer(),
+  link_.main().set_receive_timeout(std::chrono::milliseconds(0));
+  link_.urgent().set_receive_timeout(std::chrono::milliseconds(0));
+  spdlog::info("receive: {} from {} ({} on the source), mode {}", vmm::format_size(hello_.mem_size), link_.main().peer(),
                hello_.src_backend, mode_name(hello_.mode));
   receive_until_postcopy();
   receive_postcopy();

@@ -16,6 +16,7 @@
 #include "channel.h"
 #include "fault_metrics.h"
 #include "guest_memory.h"
+#include "destination_link.h"
 #include "link.h"
 #include "guest_view.h"
 #include "machine.h"
@@ -53,9 +54,7 @@ class Destination {
   void register_postcopy();
   void receive_postcopy();
   void urgent_loop();
-  // Postcopy's link: requests go out through here; a lost link is replaced
-  // by the source's reconnection of the same migration.
-  void request_pages(const std::vector<uint64_t>& pages);
+  // A lost link is replaced by the source's reconnection of the same migration.
   void recover(const std::string& why);
   bool take_reconnection(std::chrono::milliseconds left);
   void start_link_threads();
@@ -69,13 +68,8 @@ class Destination {
 
   DestinationOptions options_;
   boost::asio::io_context io_;
-  std::unique_ptr<boost::asio::ip::tcp::acceptor> acceptor_;
-  std::mutex link_mutex_;  // main_ and urgent_ are replaced under it
-  std::unique_ptr<Channel> main_, urgent_;
-  bool link_up_ = false;
-  std::unique_ptr<Heartbeat> heartbeat_;
+  DestinationLink link_{io_};
   std::atomic<bool> started_acked_{false};  // the source let go of the guest (StartedAck)
-  uint64_t main_bytes_before_ = 0, urgent_bytes_before_ = 0;  // on connections since replaced
   struct Pause {
     double ms;
     uint64_t pages_missing, requests_outstanding;

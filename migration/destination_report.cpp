@@ -39,8 +39,8 @@ void Destination::write_report() {
                                   {"wait_for_begin", restore_parts_.wait_begin_ms},
                                   {"start_guest", restore_parts_.start_ms}}}};
   j["total_ms"] = total_ms;
-  uint64_t main_bytes = main_bytes_before_ + main_->bytes_received();
-  uint64_t urgent_bytes = urgent_bytes_before_ + urgent_->bytes_received();
+  uint64_t main_bytes = link_.main_bytes();
+  uint64_t urgent_bytes = link_.urgent_bytes();
   j["bytes_received"] = main_bytes + urgent_bytes;
   // What answering the faults cost on the wire: the urgent connection carries
   // only requested pages (and requests' answers the push had in flight).
