@@ -199,6 +199,7 @@ void Source::serve_postcopy(SourceReport& report, std::vector<uint64_t> missing,
     for (auto* ch : {main_.get(), urgent_.get()})
       if (auto why = ch->set_link_timeout(options_.link.link_timeout); !why.empty())
         spdlog::warn("postcopy: a blocked send notices a lost link only from the receive side ({} refused)", why);
+    phase("postcopy");
     PageServer server(mem.primary(), mem.size(), page_size, missing, dest_nonzero_,
                       [&mem] { return mem.allocated_chunks(); }, *main_, *urgent_, options_.push_rate,
                       options_.link.link_timeout, committed_);
@@ -214,6 +215,7 @@ void Source::serve_postcopy(SourceReport& report, std::vector<uint64_t> missing,
     } catch (const LinkLost& e) {
       if (!committed_) throw;  // before the commit point the guest resumes here
       auto t_lost = Clock::now();
+      phase("paused", e.what());
       std::vector<uint64_t> was_missing = missing, sent = server.sent_bitmap();
       missing = reconnect(e.what(), npages);
       for (size_t w = 0; w < missing.size(); w++)
@@ -275,9 +277,13 @@ SourceReport Source::run() {
   auto t0 = Clock::now();
   bool switched = false;
   try {
+    phase("connecting", options_.to);
     connect();
     map_guest_memory_for_reading();
-    if (options_.mode != Mode::Postcopy) precopy();
+    if (options_.mode != Mode::Postcopy) {
+      phase("precopy");
+      precopy();
+    }
     // The VM state goes out behind whatever precopy data the kernel still
     // queues for the main connection; the guest runs while that drains
     // (hybrid on a 1 Gbit/s, 2 ms link: stop to state sent took up to 16 ms).
@@ -288,11 +294,14 @@ SourceReport Source::run() {
     if (!vcpu_.pause()) {
       main_->send(FrameType::Error, 0, encode_error("the guest exited on the source before switchover"));
       report.result = SourceResult::GuestFinished;
+      phase("failed", "the guest exited before switchover");
       return report;
     }
     switched = true;
+    phase("switchover");
     switchover(report);
     report.result = SourceResult::Completed;
+    phase("completed");
   } catch (const std::exception& e) {
     report.error = e.what();
     // Before the commit point the destination has not taken the guest over
@@ -302,6 +311,7 @@ SourceReport Source::run() {
       report.resumed_here = true;  // the caller resumes it, as for any failure before switchover
       switched = false;
     }
+    phase(report.resumed_here ? "resumed_here" : "failed", report.error);
     report.result = switched ? SourceResult::FailedAfterSwitchover : SourceResult::FailedBeforeSwitchover;
     if (main_) {
       try {

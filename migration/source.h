@@ -13,6 +13,7 @@
 #include "channel.h"
 #include "link.h"
 #include "messages.h"
+#include "migration_status.h"
 #include "page_server.h"
 
 namespace vmm {
@@ -32,6 +33,7 @@ struct SourceOptions {
   // How long the destination may take to answer Hello (it prepares guest RAM
   // first: a 1 GiB hugetlb page took up to 10 s to populate here).
   std::chrono::milliseconds handshake_timeout{60000};
+  MigrationStatus* status = nullptr;  // kept up to date when given
 };
 
 enum class SourceResult {
@@ -73,6 +75,9 @@ class Source {
   std::vector<uint64_t> missing_pages(const std::vector<uint64_t>& final_dirty) const;
   void map_guest_memory_for_reading();
   void switchover(SourceReport& report);
+  void phase(const std::string& p, const std::string& detail = "") {
+    if (options_.status) options_.status->set_phase(p, detail);
+  }
   void serve_postcopy(SourceReport& report, std::vector<uint64_t> missing, uint64_t page_size);
   std::vector<uint64_t> reconnect(const std::string& why, uint64_t npages);
 

@@ -7,7 +7,9 @@
 // at that moment:
 //   reset      both ends get a TCP reset (SO_LINGER 0, then close)
 //   blackhole  nothing more is forwarded either way, and nothing is closed:
-//              a partition, as a peer sees it. Later connections pass.
+//              a partition, as a peer sees it. Later connections pass, or,
+//              with blackhole@CONN:BYTES:SECONDS, only those accepted once the
+//              partition has lasted SECONDS (earlier ones are held silent too).
 // Each fault prints one line on stderr when it fires.
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -36,8 +38,12 @@ struct Fault {
   enum Kind { Reset, Blackhole } kind;
   unsigned conn;
   uint64_t bytes;
+  double heal_s = 0;
   bool fired = false;
 };
+
+using Clock = std::chrono::steady_clock;
+Clock::time_point g_partition_until{};  // connections accepted before this are held silent
 
 struct Conn {
   unsigned id;
@@ -65,6 +71,8 @@ void check_faults(const Conn& c) {
   for (auto& f : g_faults) {
     if (f.fired || f.conn != c.id || c.to_dst < f.bytes) continue;
     f.fired = true;
+    if (f.kind == Fault::Blackhole && f.heal_s > 0)
+      g_partition_until = Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(f.heal_s * 1000));
     unsigned hit = 0;
     for (auto& w : g_conns) {
       auto o = w.lock();
@@ -136,7 +144,8 @@ Fault parse_fault(const std::string& s) {
   auto at = s.find('@'), colon = s.find(':', at);
   if (at == std::string::npos || colon == std::string::npos)
     throw std::runtime_error("fault '" + s + "' is not KIND@CONN:BYTES");
-  std::string kind = s.substr(0, at), bytes = s.substr(colon + 1);
+  std::string kind = s.substr(0, at), bytes = s.substr(colon + 1), heal;
+  if (auto c2 = bytes.find(':'); c2 != std::string::npos) heal = bytes.substr(c2 + 1), bytes = bytes.substr(0, c2);
   Fault f{};
   if (kind == "reset") f.kind = Fault::Reset;
   else if (kind == "blackhole") f.kind = Fault::Blackhole;
@@ -149,6 +158,10 @@ Fault parse_fault(const std::string& s) {
     bytes.pop_back();
   }
   f.bytes = std::stoull(bytes) * mult;
+  if (!heal.empty()) {
+    if (f.kind != Fault::Blackhole) throw std::runtime_error("only a blackhole takes :SECONDS");
+    f.heal_s = std::stod(heal);
+  }
   return f;
 }
 
@@ -183,6 +196,10 @@ int main(int argc, char** argv) {
       {
         std::lock_guard lock(g_mutex);
         g_conns.push_back(c);
+        if (Clock::now() < g_partition_until) {
+          c->frozen = true;
+          spdlog::info("fault_proxy: connection {} held silent: the partition lasts", id);
+        }
       }
       std::thread([c] { pump(c, true); }).detach();
       std::thread([c] { pump(c, false); }).detach();

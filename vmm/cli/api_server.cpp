@@ -71,7 +71,8 @@ struct ApiServer::Impl {
   stream_protocol::acceptor acceptor{io};
 };
 
-ApiServer::ApiServer(const std::string& path) : path_(path), impl_(std::make_unique<Impl>()) {
+ApiServer::ApiServer(const std::string& path, std::function<nlohmann::json()> status)
+    : path_(path), impl_(std::make_unique<Impl>()), status_(std::move(status)) {
   std::error_code fs_ec;
   if (std::filesystem::is_socket(path, fs_ec)) std::filesystem::remove(path, fs_ec);  // stale socket of a dead VMM
   boost::system::error_code ec;
@@ -91,6 +92,12 @@ ApiServer::~ApiServer() {
   boost::system::error_code ec;
   impl_->acceptor.close(ec);
   if (thread_.joinable()) thread_.join();
+  {
+    std::lock_guard lock(mutex_);
+    if (pending_) pending_->reply.set_value({{"ok", false}, {"error", "the VMM is exiting"}});
+    pending_.reset();
+  }
+  for (auto& t : answering_) t.join();
   std::error_code fs_ec;
   std::filesystem::remove(path_, fs_ec);
 }
@@ -102,30 +109,44 @@ std::shared_ptr<ApiRequest> ApiServer::poll() {
 
 void ApiServer::serve() {
   for (;;) {
-    stream_protocol::socket s(impl_->io);
+    auto s = std::make_shared<stream_protocol::socket>(impl_->io);
     boost::system::error_code ec;
-    impl_->acceptor.accept(s, ec);
+    impl_->acceptor.accept(*s, ec);
     if (ec) return;  // closed: the VMM is exiting
-    nlohmann::json reply;
-    try {
-      auto req = std::make_shared<ApiRequest>();
-      req->body = read_request(s);
-      if (!req->body.is_object()) throw Error("a request is a JSON object, e.g. {\"command\": \"migrate\", ...}");
-      auto future = req->reply.get_future();
-      {
-        std::lock_guard lock(mutex_);
-        if (pending_) throw Error("another request is in progress");
-        pending_ = req;
+    auto answer = [](stream_protocol::socket& sock, const nlohmann::json& reply) {
+      try {
+        write_json_line(sock, reply);
+      } catch (const std::exception& e) {
+        spdlog::warn("api: could not answer the client: {}", e.what());
       }
-      reply = future.get();
-    } catch (const std::exception& e) {
-      reply = {{"ok", false}, {"error", e.what()}};
-    }
+    };
+    auto req = std::make_shared<ApiRequest>();
     try {
-      write_json_line(s, reply);
+      req->body = read_request(*s);
+      if (!req->body.is_object()) throw Error("a request is a JSON object, e.g. {\"command\": \"migrate\", ...}");
+      if (req->body.value("command", "") == "status") {  // answered here, even while a migration runs
+        answer(*s, status_ ? status_() : nlohmann::json{{"ok", true}});
+        continue;
+      }
+      std::lock_guard lock(mutex_);
+      if (pending_ || busy_) throw Error("another request is in progress");
+      pending_ = req;
+      busy_ = true;
     } catch (const std::exception& e) {
-      spdlog::warn("api: could not answer the client: {}", e.what());
+      answer(*s, {{"ok", false}, {"error", e.what()}});
+      continue;
     }
+    // The VMM's loop answers it, perhaps only when a migration ends.
+    answering_.emplace_back([this, s, req, answer] {
+      nlohmann::json reply;
+      try {
+        reply = req->reply.get_future().get();
+      } catch (const std::future_error&) {  // dropped unanswered: the VMM is going down
+        reply = {{"ok", false}, {"error", "the VMM stopped before answering"}};
+      }
+      answer(*s, reply);
+      busy_ = false;
+    });
   }
 }
 

@@ -46,5 +46,6 @@ void add_caps_command(CLI::App& app);
 void add_conformance_command(CLI::App& app);
 void add_receive_command(CLI::App& app);
 void add_migrate_command(CLI::App& app);
+void add_status_command(CLI::App& app);
 
 }  // namespace vmm::cli

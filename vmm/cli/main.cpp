@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
   vmm::cli::add_run_command(app);
   vmm::cli::add_receive_command(app);
   vmm::cli::add_migrate_command(app);
+  vmm::cli::add_status_command(app);
   vmm::cli::add_caps_command(app);
   vmm::cli::add_conformance_command(app);
 

@@ -37,6 +37,18 @@ void run(const MigrateOptions& o) {
 
 }  // namespace
 
+void add_status_command(CLI::App& app) {
+  auto path = std::make_shared<std::string>();
+  CLI::App* cmd = app.add_subcommand("status", "Ask a running `vmm run --api-socket PATH` what its migration is doing");
+  cmd->footer(
+      "Prints JSON: phase (idle, connecting, precopy, switchover, postcopy, paused while a lost link is\n"
+      "redialed, completed, failed, resumed_here), link_pauses and link_resumes so far. Answered at once, also\n"
+      "while a migration runs.\n"
+      "Example: vmm status --api-socket /tmp/vm.sock");
+  cmd->add_option("--api-socket", *path, "The running VMM's control socket")->required()->check(CLI::ExistingPath);
+  cmd->callback([path] { std::cout << api_call(*path, {{"command", "status"}}).dump(2) << "\n"; });
+}
+
 void add_migrate_command(CLI::App& app) {
   auto opts = std::make_shared<MigrateOptions>();
   CLI::App* cmd = app.add_subcommand("migrate", "Migrate the guest of a running `vmm run --api-socket PATH`");

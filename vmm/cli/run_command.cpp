@@ -48,6 +48,8 @@ migration::LinkOptions link_options(double link_s, double recovery_s) {
 constexpr uint64_t kDefaultMemSize = 256ULL << 20;
 
 std::atomic<bool> g_stop{false};
+// What this VMM's migration is doing, for {"command": "status"} on the API socket.
+migration::MigrationStatus g_status;
 // The first SIGINT/SIGTERM stops the guest cleanly; a second one ends the
 // process at once, so a VMM stuck in cleanup can always be stopped.
 void on_signal(int) {
@@ -144,6 +146,7 @@ nlohmann::json handle_api(Machine& machine, VcpuThread& vcpu, const nlohmann::js
   so.precopy_rounds = body.value("precopy_rounds", 0u);
   so.push_rate = mib_per_s(rate);
   so.link = link_options(link_s, recovery_s);
+  so.status = &g_status;
   try {
     migration::check_source_mode(machine, so.mode);
   } catch (const Error& e) {
@@ -203,7 +206,12 @@ void run(const RunOptions& o) {
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
   std::unique_ptr<ApiServer> api;
-  if (!o.api_socket.empty()) api = std::make_unique<ApiServer>(o.api_socket);
+  if (!o.api_socket.empty())
+    api = std::make_unique<ApiServer>(o.api_socket, [] {
+      nlohmann::json j = g_status.to_json();
+      j["ok"] = true;
+      return j;
+    });
   VcpuThread vcpu(machine);
   auto is_final = [](std::optional<migration::SourceResult> r) {
     return r == migration::SourceResult::Completed || r == migration::SourceResult::FailedAfterSwitchover;
@@ -224,8 +232,14 @@ void run(const RunOptions& o) {
                         from + std::chrono::milliseconds(static_cast<int64_t>(o.migrate_after * 1000)));
     if (is_final(r)) end_after_migration(*r);
     if (!g_stop && !vcpu.finished()) {
-      migration::SourceOptions so{o.migrate_to, parse_mode(o.mode), o.precopy_rounds, o.converge_kib / 4,
-                                  mib_per_s(o.push_rate_mib), link_options(o.link.link_s, o.link.recovery_s)};
+      migration::SourceOptions so;
+      so.to = o.migrate_to;
+      so.mode = parse_mode(o.mode);
+      so.precopy_rounds = o.precopy_rounds;
+      so.converge_chunks = o.converge_kib / 4;
+      so.push_rate = mib_per_s(o.push_rate_mib);
+      so.link = link_options(o.link.link_s, o.link.recovery_s);
+      so.status = &g_status;
       auto result = migrate(machine, vcpu, so).result;
       if (is_final(result)) end_after_migration(result);
     }
