@@ -77,7 +77,11 @@ void DestinationLink::request(const std::vector<uint64_t>& pages) {
   std::lock_guard lock(mutex_);
   if (!up_) return;
   try {
-    for (size_t i = 0; i < pages.size(); i += kMaxRequestPages) {
+    if (pages.size() <= kMaxRequestPages) {  // a fault's batch (at most 64): no copy on the fault path
+      urgent_->send(FrameType::PageRequest, 0, encode_request(pages));
+      return;
+    }
+    for (size_t i = 0; i < pages.size(); i += kMaxRequestPages) {  // after a reconnection, all outstanding
       std::vector<uint64_t> part(pages.begin() + static_cast<long>(i),
                                  pages.begin() + static_cast<long>(std::min(pages.size(), i + kMaxRequestPages)));
       urgent_->send(FrameType::PageRequest, 0, encode_request(part));
