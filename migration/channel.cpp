@@ -140,7 +140,7 @@ FrameHeader Channel::receive_header(std::array<uint8_t, kHeaderSize>& raw) {
   if (ec == asio::error::timed_out)
     throw ConnectionError(fmt::format("{} sent nothing within the receive timeout ({} ms)", peer_,
                                       receive_timeout_.count()));
-  if (ec == asio::error::eof) throw ConnectionError(fmt::format("{} closed the connection", peer_));
+  if (ec == asio::error::eof) throw PeerClosed(fmt::format("{} closed the connection", peer_));
   if (ec) throw ConnectionError(fmt::format("receiving from {} failed: {}", peer_, ec.message()));
   bytes_received_ += kHeaderSize;
   return decode_header(raw);

@@ -23,6 +23,12 @@ class ConnectionError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// The peer closed the connection cleanly between frames (EOF at a frame's start).
+class PeerClosed : public ConnectionError {
+ public:
+  using ConnectionError::ConnectionError;
+};
+
 struct Frame {
   FrameHeader header;
   std::vector<uint8_t> payload;

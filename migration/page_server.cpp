@@ -96,15 +96,16 @@ void PageServer::serve_requests() {
       std::lock_guard lock(mutex_);
       stats_.requests += pages.size();
     }
-  } catch (const ConnectionError& e) {
+  } catch (const PeerClosed& e) {
     // The destination closes the urgent connection when it holds every page;
     // whether that was success is the main connection's to say (Complete).
-    // It closes it too when it lost the link, and then its main connection
-    // with it; any other failure here ends the main connection, so that the
-    // watcher, and the destination, see the link lost.
+    // It closes it too when it lost the link, and then its main connection with it.
     spdlog::debug("postcopy: urgent connection ended: {}", e.what());
-    if (!done_ && std::string_view(e.what()).find("closed the connection") == std::string_view::npos)
-      main_.shutdown();
+  } catch (const ConnectionError& e) {
+    // Any other failure here ends the main connection, so that the watcher,
+    // and the destination, see the link lost.
+    spdlog::debug("postcopy: urgent connection failed: {}", e.what());
+    if (!done_) main_.shutdown();
   } catch (const std::exception& e) {
     if (!done_) fail(fmt::format("urgent connection: {}", e.what()));
   }

@@ -106,29 +106,25 @@ void pump(const std::shared_ptr<Conn>& c, bool towards_dst) {
     size_t n = from.read_some(asio::buffer(buf), ec);
     if (c->frozen) continue;  // not even a close crosses a partition
     if (ec || c->reset) break;
-    size_t send = n;
-    if (towards_dst) {
-      std::lock_guard lock(g_mutex);
-      // Forward only up to a pending fault's byte count, then fire it.
-      for (const auto& f : g_faults)
-        if (!f.fired && f.conn == c->id && f.bytes >= c->to_dst) send = std::min<uint64_t>(send, f.bytes - c->to_dst);
-    }
-    if (c->frozen) continue;
-    asio::write(to, asio::buffer(buf.data(), send), ec);
-    if (ec) break;
-    if (towards_dst) {
-      std::lock_guard lock(g_mutex);
-      c->to_dst += send;
-      check_faults(*c);
-      if (c->reset || c->frozen) {
-        if (c->frozen) continue;
-        return;
+    // Forward in pieces that end where a pending fault fires.
+    for (size_t off = 0; off < n && !c->frozen && !c->reset;) {
+      size_t send = n - off;
+      if (towards_dst) {
+        std::lock_guard lock(g_mutex);
+        for (const auto& f : g_faults)
+          if (!f.fired && f.conn == c->id && f.bytes >= c->to_dst) send = std::min<uint64_t>(send, f.bytes - c->to_dst);
+      }
+      asio::write(to, asio::buffer(buf.data() + off, send), ec);
+      if (ec) break;
+      off += send;
+      if (towards_dst) {
+        std::lock_guard lock(g_mutex);
+        c->to_dst += send;
+        check_faults(*c);
       }
     }
-    if (send < n && !c->frozen && !c->reset) {
-      asio::write(to, asio::buffer(buf.data() + send, n - send), ec);  // the fault did not stop it
-      if (towards_dst) c->to_dst += n - send;
-    }
+    if (c->reset) return;
+    if (ec) break;
   }
   boost::system::error_code ec;
   to.shutdown(tcp::socket::shutdown_send, ec);
