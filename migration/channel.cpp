@@ -55,7 +55,10 @@ template <typename Buffers>
 void Channel::write_frame(FrameType type, const Buffers& bufs, uint64_t bytes) {
   std::lock_guard lock(send_mutex_);
   boost::system::error_code ec;
-  asio::write(socket_, bufs, ec);
+  if (tls_)
+    tls_->write({asio::buffer_sequence_begin(bufs), asio::buffer_sequence_end(bufs)}, ec);
+  else
+    asio::write(socket_, bufs, ec);
   if (ec)
     throw ConnectionError(fmt::format("sending {} to {} failed: {}", frame_type_name(type), peer_, ec.message()));
   bytes_sent_ += bytes;
@@ -85,6 +88,7 @@ void Channel::send_gather(FrameType type, uint32_t flags, std::span<const uint8_
 // deadline passed (Asio's blocking reads retry past SO_RCVTIMEO).
 template <typename Buffers>
 size_t Channel::read_all(const Buffers& bufs, size_t total, boost::system::error_code& ec) {
+  if (tls_) return read_tls(bufs, ec);
   if (receive_timeout_.count() == 0) return asio::read(socket_, bufs, ec);
   std::vector<iovec> iov;
   for (auto it = asio::buffer_sequence_begin(bufs); it != asio::buffer_sequence_end(bufs); ++it) {
@@ -132,6 +136,43 @@ size_t Channel::read_all(const Buffers& bufs, size_t total, boost::system::error
   return done;
 }
 
+// Through TLS: what the engine holds or the socket has, polling the socket
+// (outside the TLS lock, so that senders go on) when neither has any.
+template <typename Buffers>
+size_t Channel::read_tls(const Buffers& bufs, boost::system::error_code& ec) {
+  size_t done = 0;
+  for (auto it = asio::buffer_sequence_begin(bufs); it != asio::buffer_sequence_end(bufs); ++it) {
+    asio::mutable_buffer b = *it;
+    while (b.size()) {
+      size_t n = tls_->read_some(b, ec);
+      if (!ec) {
+        b += n;
+        done += n;
+        continue;
+      }
+      if (ec != asio::error::would_block) return done;
+      ec = {};
+      int wait_ms = -1;
+      if (receive_timeout_.count()) {
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(frame_deadline_ -
+                                                                          std::chrono::steady_clock::now());
+        wait_ms = static_cast<int>(std::max<int64_t>(left.count(), 0));
+      }
+      pollfd pfd{socket_.native_handle(), POLLIN, 0};
+      int rc = ::poll(&pfd, 1, wait_ms);
+      if (rc == 0) {
+        ec = asio::error::timed_out;
+        return done;
+      }
+      if (rc < 0 && errno != EINTR) {
+        ec = boost::system::error_code(errno, boost::system::system_category());
+        return done;
+      }
+    }
+  }
+  return done;
+}
+
 FrameHeader Channel::receive_header(std::array<uint8_t, kHeaderSize>& raw) {
   frame_deadline_ = std::chrono::steady_clock::now() + receive_timeout_;
   boost::system::error_code ec;
@@ -143,6 +184,9 @@ FrameHeader Channel::receive_header(std::array<uint8_t, kHeaderSize>& raw) {
   if (ec == asio::error::eof) throw PeerClosed(fmt::format("{} closed the connection", peer_));
   if (ec) throw ConnectionError(fmt::format("receiving from {} failed: {}", peer_, ec.message()));
   bytes_received_ += kHeaderSize;
+  if (!tls_ && raw[0] == 0x16 && raw[1] == 0x03)  // a TLS handshake record
+    throw ProtocolError(fmt::format("{} speaks TLS (it was given --psk-file) and this side has no key: run both "
+                                    "sides with the same --psk-file", peer_));
   return decode_header(raw);
 }
 
@@ -211,6 +255,28 @@ uint64_t Channel::bdp_estimate() const {
 void Channel::shutdown() {
   boost::system::error_code ec;
   socket_.shutdown(tcp::socket::shutdown_both, ec);
+}
+
+void Channel::start_tls(TlsConfig& config, bool server, std::chrono::milliseconds timeout) {
+  auto tls = std::make_unique<TlsStream>(socket_, config, server);
+  tls->handshake(std::chrono::steady_clock::now() + timeout, peer_);
+  tls_ = std::move(tls);
+}
+
+bool Channel::peer_sent_plaintext_frame(std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  int fd = socket_.native_handle();
+  std::array<uint8_t, 4> first{};
+  for (;;) {
+    ssize_t n = ::recv(fd, first.data(), first.size(), MSG_PEEK | MSG_DONTWAIT);
+    if (n == static_cast<ssize_t>(first.size())) return (first[0] | first[1] << 8 | first[2] << 16 | uint32_t{first[3]} << 24) == kMagic;
+    if (n == 0) return false;  // closed: the handshake says so
+    if (n > 0 && first[0] != (kMagic & 0xff)) return false;
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return false;
+    pollfd pfd{fd, POLLIN, 0};
+    ::poll(&pfd, 1, static_cast<int>(std::min<int64_t>(left.count(), n > 0 ? 10 : left.count())));
+  }
 }
 
 std::pair<std::string, uint16_t> split_host_port(const std::string& s) {

@@ -14,6 +14,7 @@
 #include <span>
 #include <vector>
 
+#include "tls.h"
 #include "wire.h"
 
 namespace migration {
@@ -77,6 +78,16 @@ class Channel {
   // Unblocks a receive() in another thread; later calls fail.
   void shutdown();
 
+  // Runs the TLS handshake (as the server: the side that accepted); every
+  // frame after it is encrypted. Throws ConnectionError saying why it failed.
+  void start_tls(TlsConfig& config, bool server, std::chrono::milliseconds timeout);
+  bool tls() const { return tls_ != nullptr; }
+  std::string tls_cipher() const { return tls_ ? tls_->cipher() : ""; }
+  // Before a TLS handshake: waits (at most `timeout`) for the peer's first
+  // bytes and says whether they begin a plaintext migration frame, i.e. the
+  // peer runs without a key.
+  bool peer_sent_plaintext_frame(std::chrono::milliseconds timeout);
+
   const std::string& peer() const { return peer_; }
   uint64_t bytes_sent() const { return bytes_sent_; }
   uint64_t bytes_received() const { return bytes_received_; }
@@ -87,9 +98,12 @@ class Channel {
   // Reads exactly `total` bytes into `bufs`, within the current frame's deadline.
   template <typename Buffers>
   size_t read_all(const Buffers& bufs, size_t total, boost::system::error_code& ec);
+  template <typename Buffers>
+  size_t read_tls(const Buffers& bufs, boost::system::error_code& ec);
 
   boost::asio::ip::tcp::socket socket_;
   std::string peer_;
+  std::unique_ptr<TlsStream> tls_;
   std::mutex send_mutex_;
   uint64_t bytes_sent_ = 0;
   uint64_t bytes_received_ = 0;

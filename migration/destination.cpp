@@ -31,13 +31,6 @@ uint64_t count_bits(const std::vector<uint64_t>& b) {
   return n;
 }
 
-Hello receive_hello(Channel& ch) {
-  Frame f = ch.receive();
-  if (f.header.type != FrameType::Hello)
-    throw ProtocolError(fmt::format("expected Hello, got {}", frame_type_name(f.header.type)));
-  return decode_hello(f.payload);
-}
-
 std::string uffd_refusal(vmm::Backend b, vmm::UffdMode mode, int neg_errno) {
   std::string what = fmt::format("UFFDIO_REGISTER(MODE_{}) on the {} guest RAM failed with {}",
                                  mode == vmm::UffdMode::Minor ? "MINOR" : "MISSING", vmm::backend_name(b),
@@ -69,6 +62,42 @@ Destination::~Destination() {
   // userfaultfd releases it, so the vCPU thread can be stopped and joined.
   uffd_.reset();
   vcpu_.reset();
+}
+
+// "20.5 GiB" for a size that is not a round one.
+static std::string approx_size(uint64_t bytes) {
+  if (bytes < (1ULL << 30) || bytes % (1ULL << 30) == 0) return vmm::format_size(bytes);
+  return fmt::format("{:.1f} GiB", static_cast<double>(bytes) / (1ULL << 30));
+}
+
+// What the backend could host if the Hello came now.
+static uint64_t hostable_now(vmm::Backend b, std::string* how) {
+  if (b == vmm::Backend::Hugetlb2M || b == vmm::Backend::Hugetlb1G) {
+    auto pool = vmm::read_hugepage_pool(vmm::backend_page_size(b));
+    *how = fmt::format("{} free {} hugepages", pool.free, vmm::format_size(pool.page_size));
+    return pool.free * pool.page_size;
+  }
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  uint64_t kib = 0;
+  while (in >> key >> kib) {
+    if (key == "MemAvailable:") break;
+    in.ignore(256, '\n');
+  }
+  *how = fmt::format("MemAvailable {}", approx_size(kib * 1024));
+  return kib * 1024;
+}
+
+std::string Destination::check_first_hello(const Hello& hello) const {
+  if (hello.role != Role::Main) return "the first connection must announce the Main role";
+  if (hello.resume) return "this destination is not receiving a migration to resume";
+  std::string how = fmt::format("--max-mem-size {}", vmm::format_size(options_.max_mem_size));
+  uint64_t limit = options_.max_mem_size ? options_.max_mem_size : hostable_now(options_.backend, &how);
+  if (hello.mem_size > limit)
+    return fmt::format("{} of guest RAM is more than this destination takes ({} of {}: {})",
+                       vmm::format_size(hello.mem_size), approx_size(limit), vmm::backend_name(options_.backend),
+                       how);
+  return "";
 }
 
 HelloReply Destination::accept_source(const Hello& hello) {
@@ -311,34 +340,36 @@ void Destination::stop_link_threads() {
 
 // Accepts one connection; installs it if it is this migration's reconnection.
 bool Destination::take_reconnection(std::chrono::milliseconds left) {
-  std::unique_ptr<Channel> m;
+  Arrival m, u;
   try {
-    m = link_.accept(std::max(left, std::chrono::milliseconds(1)), "reconnecting source");
+    m = link_.accept_hello(
+        [this](const Hello& h) {
+          return h.role == Role::Main && h.resume && h.session == hello_.session
+                     ? std::string()
+                     : std::string("this destination is receiving another migration; it takes only that one's "
+                                   "reconnection");
+        },
+        options_.link.link_timeout, std::max(left, std::chrono::milliseconds(1)), "reconnecting source");
   } catch (const ConnectionError&) {
     return false;  // nobody came before the deadline: the caller says so
   }
   try {
-    m->set_receive_timeout(options_.link.link_timeout);
-    Hello h = receive_hello(*m);
-    if (h.role != Role::Main || !h.resume || h.session != hello_.session) {
-      HelloReply no;
-      no.reason = "this destination is receiving another migration; it takes only that one's reconnection";
-      m->send(FrameType::HelloReply, 0, encode(no));
-      spdlog::warn("receive: refused a connection from {}: not this migration's reconnection", m->peer());
-      return false;
-    }
+    m.channel->set_receive_timeout(options_.link.link_timeout);
     HelloReply yes;
     yes.accepted = true;
     yes.dst_backend = std::string(vmm::backend_name(options_.backend));
     yes.dst_page_size = pages_->page_size();
     yes.uffd_minor = true;
-    m->send(FrameType::HelloReply, 0, encode(yes));
-    auto u = link_.accept(options_.link.link_timeout, "reconnecting urgent");
-    u->set_receive_timeout(options_.link.link_timeout);
-    Hello uh = receive_hello(*u);
-    if (uh.role != Role::Urgent || uh.session != hello_.session)
-      throw ProtocolError("the reconnection's second connection is not its urgent channel");
-    if (auto why = u->mark_urgent(); !why.empty()) spdlog::debug("receive: page requests go unmarked ({})", why);
+    m.channel->send(FrameType::HelloReply, 0, encode(yes));
+    u = link_.accept_hello(
+        [this](const Hello& h) {
+          return h.role == Role::Urgent && h.session == hello_.session
+                     ? std::string()
+                     : std::string("not the reconnecting migration's urgent channel");
+        },
+        options_.link.link_timeout, options_.link.link_timeout, "reconnecting urgent");
+    if (auto why = u.channel->mark_urgent(); !why.empty()) spdlog::debug("receive: page requests go unmarked ({})", why);
+    Channel* main = m.channel.get();
     // What this side holds: the source pushes the rest again.
     auto present = pages_->present_bitmap();
     uint64_t npages = pages_->npages();
@@ -346,9 +377,9 @@ bool Destination::take_reconnection(std::chrono::milliseconds left) {
       uint64_t n = std::min(kMaxReceivedPages, npages - first);
       Received r{first, n, std::vector<uint64_t>(present.begin() + static_cast<long>(first / 64),
                                                  present.begin() + static_cast<long>((first + n + 63) / 64))};
-      m->send(FrameType::Received, first + n == npages ? kReceivedLast : 0, encode(r));
+      main->send(FrameType::Received, first + n == npages ? kReceivedLast : 0, encode(r));
     }
-    link_.replace(std::move(m), std::move(u));
+    link_.replace(std::move(m.channel), std::move(u.channel));
     return true;
   } catch (const ConnectionError& e) {
     spdlog::warn("receive: a reconnection failed: {}", e.what());
@@ -451,22 +482,27 @@ void Destination::finish_postcopy() {
 
 int Destination::run() {
   link_.listen(options_.listen);
-  spdlog::info("receive: listening on {} for a migration, RAM on {}", options_.listen,
-               vmm::backend_name(options_.backend));
-  link_.set_main(link_.accept(std::chrono::milliseconds(0), "source"));
-  link_.main().set_receive_timeout(options_.handshake_timeout);
-  hello_ = receive_hello(link_.main());
+  spdlog::info("receive: listening on {} for a migration, RAM on {}{}", options_.listen,
+               vmm::backend_name(options_.backend), options_.tls ? ", TLS 1.3 with the pre-shared key" : "");
+  if (options_.tls) spdlog::info("receive: {}", ktls_probe());
+  auto first = link_.accept_hello([this](const Hello& h) { return check_first_hello(h); }, options_.handshake_timeout,
+                                  std::chrono::milliseconds(0), "source");
+  link_.set_main(std::move(first.channel));
+  hello_ = first.hello;
   t_hello_ = last_progress_ = Clock::now();
   HelloReply reply = accept_source(hello_);
   link_.main().send(FrameType::HelloReply, 0, encode(reply));
   if (!reply.accepted) throw vmm::Error("refused the migration: " + reply.reason);
-  link_.set_urgent(link_.accept(options_.handshake_timeout, "urgent"));
+  auto urgent = link_.accept_hello(
+      [this](const Hello& h) {
+        return h.role == Role::Urgent && h.session == hello_.session
+                   ? std::string()
+                   : std::string("this destination is in the handshake of another migration");
+      },
+      options_.handshake_timeout, options_.handshake_timeout, "urgent");
+  link_.set_urgent(std::move(urgent.channel));
   if (auto why = link_.urgent().mark_urgent(); !why.empty())
     spdlog::warn("receive: page requests go unmarked (the kernel refused {})", why);
-  link_.urgent().set_receive_timeout(options_.handshake_timeout);
-  Hello urgent_hello = receive_hello(link_.urgent());
-  if (urgent_hello.role != Role::Urgent || urgent_hello.session != hello_.session)
-    throw ProtocolError("the second connection is not this migration's urgent channel");
   // Past the handshake and until the guest starts here, a dead peer shows
   // as a closed connection (the source may take long to map a large guest);
   // in postcopy the link timeout and heartbeats take over.

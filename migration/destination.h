@@ -38,6 +38,11 @@ struct DestinationOptions {
   std::chrono::milliseconds handshake_timeout{30000};
   vmm::Serial::LineSink serial_sink;
   LinkOptions link;
+  // The key every connection must prove (nullptr: plaintext).
+  std::shared_ptr<TlsConfig> tls;
+  // The largest guest RAM a Hello may ask for; 0: what the backend can host
+  // when the Hello comes (free hugepages, or MemAvailable).
+  uint64_t max_mem_size = 0;
 };
 
 class Destination {
@@ -48,6 +53,8 @@ class Destination {
   int run();
 
  private:
+  // "" or why a first Hello is refused before anything is allocated.
+  std::string check_first_hello(const Hello& hello) const;
   HelloReply accept_source(const Hello& hello);
   void receive_until_postcopy();
   void start_guest(const PostcopyBegin& begin);
@@ -68,7 +75,7 @@ class Destination {
 
   DestinationOptions options_;
   boost::asio::io_context io_;
-  DestinationLink link_{io_};
+  DestinationLink link_{io_, options_.tls};
   std::atomic<bool> started_acked_{false};  // the source let go of the guest (StartedAck)
   struct Pause {
     double ms;

@@ -2,6 +2,9 @@
 
 #include <poll.h>
 
+#include <atomic>
+#include <thread>
+
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -27,19 +30,132 @@ void DestinationLink::listen(const std::string& host_port) {
   acceptor_->listen();
 }
 
-std::unique_ptr<Channel> DestinationLink::accept(std::chrono::milliseconds timeout, const char* what) {
-  if (timeout.count() > 0) {
-    pollfd pfd{acceptor_->native_handle(), POLLIN, 0};
-    if (::poll(&pfd, 1, static_cast<int>(timeout.count())) == 0)
-      throw ConnectionError(fmt::format("no {} connection within {} s", what, timeout.count() / 1000));
-  }
+std::unique_ptr<Channel> DestinationLink::accept_now() {
   tcp::socket socket(acceptor_->get_executor());
   boost::system::error_code ec;
   acceptor_->accept(socket, ec);
-  if (ec) throw ConnectionError("accept failed: " + ec.message());
+  if (ec) {
+    spdlog::warn("receive: accept failed: {}", ec.message());
+    return nullptr;
+  }
   auto ep = socket.remote_endpoint(ec);
   std::string peer = ec ? std::string("source") : fmt::format("{}:{}", ep.address().to_string(), ep.port());
   return std::make_unique<Channel>(std::move(socket), peer);
+}
+
+namespace {
+
+// One connection in its handshake, on its own thread.
+struct Pending {
+  std::unique_ptr<Channel> channel;
+  std::thread thread;
+  std::atomic<bool> done{false};
+  bool accepted = false;
+  Hello hello;
+  std::string failure;
+};
+
+void refuse(Channel& ch, const std::string& reason) {
+  HelloReply no;
+  no.reason = reason;
+  try {
+    ch.send(FrameType::HelloReply, 0, encode(no));
+  } catch (const ConnectionError&) {
+  }
+}
+
+// TLS (refusing a plaintext source in plaintext, so that it can say why),
+// then the Hello and the caller's check of it.
+void handshake(Pending& p, TlsConfig* tls, std::chrono::milliseconds timeout,
+               const std::function<std::string(const Hello&)>& check) {
+  Channel& ch = *p.channel;
+  try {
+    if (tls) {
+      if (ch.peer_sent_plaintext_frame(timeout)) {
+        p.failure = "it sent a plaintext migration frame and this destination takes only TLS (--psk-file)";
+        refuse(ch, "this destination takes only TLS connections: run the source with the same --psk-file");
+        return;
+      }
+      ch.start_tls(*tls, true, timeout);
+    }
+    ch.set_receive_timeout(timeout);
+    Frame f = ch.receive();
+    if (f.header.type != FrameType::Hello)
+      throw ProtocolError(fmt::format("expected Hello, got {}", frame_type_name(f.header.type)));
+    p.hello = decode_hello(f.payload);
+    if (std::string why = check(p.hello); !why.empty()) {
+      p.failure = "refused: " + why;
+      refuse(ch, why);
+      return;
+    }
+    p.accepted = true;
+  } catch (const std::exception& e) {  // ConnectionError, ProtocolError
+    p.failure = e.what();
+  }
+}
+
+}  // namespace
+
+Arrival DestinationLink::accept_hello(const std::function<std::string(const Hello&)>& check,
+                                      std::chrono::milliseconds handshake_timeout, std::chrono::milliseconds deadline,
+                                      const char* what) {
+  auto until = std::chrono::steady_clock::now() + deadline;
+  std::vector<std::unique_ptr<Pending>> pending;
+  auto end_all = [&] {
+    for (auto& p : pending) {
+      p->channel->shutdown();
+      p->thread.join();
+    }
+    pending.clear();
+  };
+  for (;;) {
+    for (auto it = pending.begin(); it != pending.end();) {
+      Pending& p = **it;
+      if (!p.done) {
+        ++it;
+        continue;
+      }
+      p.thread.join();
+      if (p.accepted) {
+        Arrival a{std::move(p.channel), p.hello};
+        pending.erase(it);
+        end_all();
+        if (a.channel->tls()) spdlog::debug("receive: {} {} over TLS ({})", what, a.channel->peer(), a.channel->tls_cipher());
+        return a;
+      }
+      spdlog::warn("receive: dropped a connection from {} ({}): {}; still listening", p.channel->peer(), what,
+                   p.failure);
+      it = pending.erase(it);
+    }
+    int wait_ms = pending.empty() ? -1 : 20;
+    if (deadline.count() > 0) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+      if (left.count() <= 0) {
+        end_all();
+        throw ConnectionError(fmt::format("no {} connection completed its handshake within {} s", what,
+                                          deadline.count() / 1000));
+      }
+      wait_ms = wait_ms < 0 ? static_cast<int>(left.count()) : std::min<int>(wait_ms, static_cast<int>(left.count()));
+    }
+    pollfd pfd{acceptor_->native_handle(), POLLIN, 0};
+    if (::poll(&pfd, 1, wait_ms) <= 0) continue;
+    auto ch = accept_now();
+    if (!ch) continue;
+    if (pending.size() >= kMaxPendingHandshakes) {
+      spdlog::warn("receive: closed a connection from {} at once: {} others are in their handshake", ch->peer(),
+                   pending.size());
+      continue;
+    }
+    auto p = std::make_unique<Pending>();
+    p->channel = std::move(ch);
+    Pending* raw = p.get();
+    TlsConfig* tls = tls_.get();
+    p->thread = std::thread([raw, tls, handshake_timeout, &check] {
+      handshake(*raw, tls, handshake_timeout, check);
+      raw->done = true;
+    });
+    pending.push_back(std::move(p));
+  }
 }
 
 void DestinationLink::replace(std::unique_ptr<Channel> main, std::unique_ptr<Channel> urgent) {

@@ -9,6 +9,7 @@
 #include <boost/asio/ip/tcp.hpp>
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -16,19 +17,39 @@
 
 #include "channel.h"
 #include "link.h"
+#include "messages.h"
+#include "tls.h"
 
 namespace migration {
 
+// A connection that completed its handshake: TLS (when there is a key), then
+// a Hello that the caller's check let in.
+struct Arrival {
+  std::unique_ptr<Channel> channel;
+  Hello hello;
+};
+
 class DestinationLink {
  public:
-  explicit DestinationLink(boost::asio::io_context& io) : io_(io) {}
+  // At most this many connections are in their handshake at once; more are
+  // closed as they come.
+  static constexpr size_t kMaxPendingHandshakes = 8;
+
+  // `tls`: the key every connection must prove (nullptr: plaintext).
+  DestinationLink(boost::asio::io_context& io, std::shared_ptr<TlsConfig> tls) : io_(io), tls_(std::move(tls)) {}
   ~DestinationLink();
 
   // Binds and listens on HOST:PORT; throws vmm::Error when it cannot.
   void listen(const std::string& host_port);
-  // The next connection, within `timeout` (0: wait for ever); ConnectionError
-  // when none came. `what` names it in that error.
-  std::unique_ptr<Channel> accept(std::chrono::milliseconds timeout, const char* what);
+  // Takes connections until one completes its handshake within
+  // `handshake_timeout` of its arrival and sends a Hello that `check` lets
+  // in (it returns "" or the reason for a refusal, which is sent back).
+  // Every other connection is refused or dropped, logged, and listening goes
+  // on. ConnectionError when `deadline` passes first (0: wait for ever);
+  // `what` names the connection in the log and that error.
+  Arrival accept_hello(const std::function<std::string(const Hello&)>& check,
+                       std::chrono::milliseconds handshake_timeout, std::chrono::milliseconds deadline,
+                       const char* what);
 
   void set_main(std::unique_ptr<Channel> ch) { main_ = std::move(ch); }
   void set_urgent(std::unique_ptr<Channel> ch) { urgent_ = std::move(ch); }
@@ -58,7 +79,10 @@ class DestinationLink {
   uint64_t urgent_bytes() const { return urgent_before_ + urgent_->bytes_received(); }
 
  private:
+  std::unique_ptr<Channel> accept_now();
+
   boost::asio::io_context& io_;
+  std::shared_ptr<TlsConfig> tls_;
   std::unique_ptr<boost::asio::ip::tcp::acceptor> acceptor_;
   std::mutex mutex_;  // main_ and urgent_ are replaced, and requests sent, under it
   std::unique_ptr<Channel> main_, urgent_;

@@ -59,12 +59,19 @@ Source::Source(vmm::Machine& machine, vmm::VcpuThread& vcpu, SourceOptions optio
   if (options_.precopy_rounds == 0) options_.precopy_rounds = options_.mode == Mode::Precopy ? 30 : 1;
 }
 
+std::unique_ptr<Channel> Source::dial() {
+  auto ch = connect_channel(io_, options_.to, options_.link.link_timeout);
+  if (options_.tls) ch->start_tls(*options_.tls, false, options_.link.link_timeout);
+  return ch;
+}
+
 void Source::connect() {
   const auto& mem = machine_.memory();
   Hello hello{Role::Main, std::random_device{}() | (uint64_t{std::random_device{}()} << 32), options_.mode,
               mem.size(), std::string(vmm::backend_name(mem.backend())), mem.page_size()};
   hello_ = hello;
-  main_ = connect_channel(io_, options_.to, options_.link.link_timeout);
+  if (options_.tls) spdlog::info("migrate: TLS 1.3 with the pre-shared key; {}", ktls_probe());
+  main_ = dial();
   // A destination that accepts and then says nothing cannot hang us.
   main_->set_receive_timeout(options_.handshake_timeout);
   main_->send(FrameType::Hello, 0, encode(hello));
@@ -72,7 +79,7 @@ void Source::connect() {
   if (!peer_.accepted) throw vmm::Error("destination refused the migration: " + peer_.reason);
   main_->set_receive_timeout(std::chrono::milliseconds(0));
   hello.role = Role::Urgent;
-  urgent_ = connect_channel(io_, options_.to, options_.link.link_timeout);
+  urgent_ = dial();
   if (auto why = urgent_->mark_urgent(); !why.empty())
     spdlog::warn("migrate: answers to faults go unmarked (the kernel refused {}): they queue behind the push", why);
   urgent_->send(FrameType::Hello, 0, encode(hello));
@@ -241,7 +248,7 @@ std::vector<uint64_t> Source::reconnect(const std::string& why, uint64_t npages)
                                    "switchover and cannot go on without the pages only this side held",
                                    options_.to, ms_between(t0, Clock::now()) / 1000, last));
     try {
-      main_ = connect_channel(io_, options_.to, options_.link.link_timeout);
+      main_ = dial();
       main_->set_receive_timeout(options_.link.link_timeout);
       Hello hello = hello_;
       hello.resume = true;
@@ -249,7 +256,7 @@ std::vector<uint64_t> Source::reconnect(const std::string& why, uint64_t npages)
       HelloReply reply = decode_hello_reply(expect(*main_, FrameType::HelloReply).payload);
       if (!reply.accepted) throw vmm::Error("the destination refused the reconnection: " + reply.reason);
       hello.role = Role::Urgent;
-      urgent_ = connect_channel(io_, options_.to, options_.link.link_timeout);
+      urgent_ = dial();
       urgent_->mark_urgent();
       urgent_->send(FrameType::Hello, 0, encode(hello));
       std::vector<uint64_t> missing((npages + 63) / 64, 0);

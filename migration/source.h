@@ -34,6 +34,8 @@ struct SourceOptions {
   // first: a 1 GiB hugetlb page took up to 10 s to populate here).
   std::chrono::milliseconds handshake_timeout{60000};
   MigrationStatus* status = nullptr;  // kept up to date when given
+  // The key both connections prove, also on every reconnection (nullptr: plaintext).
+  std::shared_ptr<TlsConfig> tls;
 };
 
 enum class SourceResult {
@@ -70,6 +72,8 @@ class Source {
 
  private:
   void connect();
+  // One connection to the destination, through TLS when there is a key.
+  std::unique_ptr<Channel> dial();
   void precopy();
   uint64_t send_chunks(const std::vector<uint64_t>& bits, const std::vector<uint64_t>* allocated = nullptr);
   std::vector<uint64_t> missing_pages(const std::vector<uint64_t>& final_dirty) const;

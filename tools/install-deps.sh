@@ -6,7 +6,9 @@ set -euo pipefail
 
 PACKAGES=(
   build-essential cmake pkg-config
-  libboost-dev libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev
+  libboost-dev libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev libssl-dev
+  # tools/fuzz.sh: libFuzzer
+  clang libclang-rt-14-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   qemu-system-x86 gnuplot-nox
   iproute2 python3

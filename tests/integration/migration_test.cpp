@@ -248,32 +248,6 @@ TEST(Migration, DestinationGoneBeforeSwitchoverLeavesTheSourceRunning) {
   EXPECT_NE(m.src.find("VERIFY OK pages=2048"), std::string::npos) << m.src;
 }
 
-TEST(Migration, SilentPeerTimesOutTheHandshake) {
-  uint16_t port = pick_port();
-  std::string dir = ::testing::TempDir();
-  auto r = run_command(fmt::format(
-      "{} receive --listen 127.0.0.1:{} --memory shmem --handshake-timeout 1 >{}/silent.log 2>&1 & D=$!; sleep 0.3; "
-      "python3 -c 'import socket,time; s=socket.create_connection((\"127.0.0.1\", {})); time.sleep(4)' & "
-      "wait $D; echo DST=$?",
-      VMM_BIN, port, dir, port), 30);
-  std::string log = slurp(dir + "silent.log");
-  EXPECT_NE(r.output.find("DST=125"), std::string::npos) << r.output << log;
-  EXPECT_NE(log.find("sent nothing within the receive timeout"), std::string::npos) << log;
-}
-
-TEST(Migration, MalformedFramesEndTheDestinationWithAClearError) {
-  uint16_t port = pick_port();
-  std::string dir = ::testing::TempDir();
-  auto r = run_command(fmt::format(
-      "{} receive --listen 127.0.0.1:{} --memory shmem >{}/bad.log 2>&1 & D=$!; sleep 0.3; "
-      "python3 -c 'import socket; s=socket.create_connection((\"127.0.0.1\", {})); s.sendall(b\"\\x01\" * 64)'; "
-      "wait $D; echo DST=$?",
-      VMM_BIN, port, dir, port));
-  std::string log = slurp(dir + "bad.log");
-  EXPECT_NE(r.output.find("DST=125"), std::string::npos) << r.output << log;
-  EXPECT_NE(log.find("bad frame magic"), std::string::npos) << log;
-}
-
 }  // namespace
 
 namespace {

@@ -52,6 +52,8 @@ struct Case {
   std::string kill;        // "src" or "dst": kill -9 that side 1 s into postcopy instead
   std::string mode = "postcopy";
   double link_timeout = 1, recovery_timeout = 20;
+  std::string both;   // more options for both `vmm run` and `vmm receive` (e.g. --psk-file)
+  std::string proxy;  // more fault_proxy options (e.g. --record FILE)
 };
 
 // Destination, then the proxy in front of it, each waited for by its
@@ -60,13 +62,14 @@ Outcome run(const Case& s) {
   std::string d = ::testing::TempDir() + "recovery/";
   run_command("rm -rf " + d + " && mkdir -p " + d);
   uint16_t dport = free_port(), pport = free_port();
-  std::string link = fmt::format("--link-timeout {} --recovery-timeout {}", s.link_timeout, s.recovery_timeout);
+  std::string link = fmt::format("--link-timeout {} --recovery-timeout {} {}", s.link_timeout, s.recovery_timeout,
+                                 s.both);
   std::string script = fmt::format(
       "wait_for() {{ for i in $(seq 400); do grep -q \"$2\" $1 2>/dev/null && return 0; sleep 0.025; done; return 1; }}\n"
       "{vmm} receive --listen 127.0.0.1:{dp} {dst} {link} --report {d}report.json --serial-log {d}dst.serial "
       ">{d}dst.log 2>&1 & D=$!\n"
       "wait_for {d}dst.log listening || echo 'no listening line from vmm receive'\n"
-      "{proxy} --listen 127.0.0.1:{pp} --to 127.0.0.1:{dp} {faults} >{d}proxy.log 2>&1 & P=$!\n"
+      "{proxy} --listen 127.0.0.1:{pp} --to 127.0.0.1:{dp} {faults} {proxy_args} >{d}proxy.log 2>&1 & P=$!\n"
       "wait_for {d}proxy.log armed || echo 'no line from fault_proxy'\n"
       "{vmm} run --kernel {elf} --cmdline '{guest}' {src} {link} --mode {mode} --migrate-after 0.3 "
       "--migrate-after-line 'touch: filled' --migrate-to 127.0.0.1:{pp} --serial-log {d}src.serial >{d}src.log 2>&1 & S=$!\n"
@@ -79,7 +82,8 @@ Outcome run(const Case& s) {
       "kill $P 2>/dev/null; wait $P 2>/dev/null; true\n",
       fmt::arg("vmm", VMM_BIN), fmt::arg("proxy", FAULT_PROXY), fmt::arg("dp", dport), fmt::arg("pp", pport),
       fmt::arg("dst", s.dst), fmt::arg("src", s.src), fmt::arg("link", link), fmt::arg("d", d),
-      fmt::arg("faults", s.faults), fmt::arg("elf", GUEST_ELF), fmt::arg("guest", s.guest), fmt::arg("kill", s.kill), fmt::arg("mode", s.mode));
+      fmt::arg("faults", s.faults), fmt::arg("elf", GUEST_ELF), fmt::arg("guest", s.guest), fmt::arg("kill", s.kill), fmt::arg("mode", s.mode),
+      fmt::arg("proxy_args", s.proxy));
   std::ofstream(d + "run.sh") << script;
   auto r = run_command("bash " + d + "run.sh", 240);
   Outcome m;
@@ -179,6 +183,47 @@ TEST(LinkRecovery, ResetTwiceInTheMiddleOfAOneGibPage) {
   Outcome r = run(s);
   run_command(fmt::format("{} release 1g 1", HUGEPAGES_SH));
   expect_recovered(r, 2);
+}
+
+// With a key, every reconnection runs its own TLS handshake.
+TEST(LinkRecovery, ResetTwiceOverTls) {
+  NEEDS_KVM();
+  std::string key = ::testing::TempDir() + "recovery.key";
+  run_command("openssl rand -hex 32 >" + key);
+  Case s("--fault reset@1:8M --fault reset@3:8M");
+  s.both = "--psk-file " + key;
+  Outcome r = run(s);
+  expect_recovered(r, 2);
+  EXPECT_NE(r.src.find("TLS 1.3 with the pre-shared key"), std::string::npos) << r.src;
+}
+
+// What crosses the wire toward the destination: with TLS, not one frame
+// header (magic and version) in the clear; without, one per frame.
+TEST(LinkRecovery, TlsLeavesNoFrameHeaderOnTheWire) {
+  NEEDS_KVM();
+  std::string key = ::testing::TempDir() + "wire.key", wire = ::testing::TempDir() + "wire.bin";
+  run_command("openssl rand -hex 32 >" + key);
+  auto headers = [&] {
+    std::string bytes = slurp(wire);
+    const std::string header("GPCM\x01\x00", 6);  // kMagic, then kVersion, little-endian
+    size_t n = 0;
+    for (size_t at = bytes.find(header); at != std::string::npos; at = bytes.find(header, at + 1)) n++;
+    return std::make_pair(n, bytes.size());
+  };
+  for (bool tls : {false, true}) {
+    SCOPED_TRACE(tls ? "TLS" : "plaintext");
+    Case s("");
+    s.guest = "workload=touch size=16 seconds=2";
+    s.src = "--memory gmem --mem-size 64M";
+    s.proxy = "--record " + wire;
+    if (tls) s.both = "--psk-file " + key;
+    Outcome r = run(s);
+    expect_recovered(r, 0);
+    auto [n, size] = headers();
+    EXPECT_GT(size, 16u << 20) << "the recording missed the migration";
+    if (tls) EXPECT_EQ(n, 0u) << size << " bytes recorded";
+    else EXPECT_GT(n, 20u) << size << " bytes recorded";
+  }
 }
 
 TEST(LinkRecovery, ResetDuringTheVmStateResumesTheGuestOnTheSource) {

@@ -20,6 +20,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -54,6 +55,7 @@ struct Conn {
 };
 
 std::mutex g_mutex;
+std::ofstream g_record;  // --record: the bytes toward --to
 std::condition_variable g_cv;  // wakes frozen pumps never; closed ones on reset
 std::vector<Fault> g_faults;
 std::vector<std::weak_ptr<Conn>> g_conns;
@@ -116,6 +118,10 @@ void pump(const std::shared_ptr<Conn>& c, bool towards_dst) {
       }
       asio::write(to, asio::buffer(buf.data() + off, send), ec);
       if (ec) break;
+      if (towards_dst) {
+        std::lock_guard lock(g_mutex);
+        if (g_record) g_record.write(reinterpret_cast<const char*>(buf.data() + off), static_cast<std::streamsize>(send));
+      }
       off += send;
       if (towards_dst) {
         std::lock_guard lock(g_mutex);
@@ -170,7 +176,16 @@ int main(int argc, char** argv) {
   app.add_option("--listen", listen, "HOST:PORT to accept on")->required();
   app.add_option("--to", to, "HOST:PORT to forward each connection to")->required();
   app.add_option("--fault", faults, "KIND@CONN:BYTES, KIND reset or blackhole (repeatable)");
+  std::string record;
+  app.add_option("--record", record, "Write every byte forwarded toward --to here (all connections, in order)");
   CLI11_PARSE(app, argc, argv);
+  if (!record.empty()) {
+    g_record.open(record, std::ios::binary | std::ios::trunc);
+    if (!g_record) {
+      spdlog::error("fault_proxy: cannot write {}", record);
+      return 1;
+    }
+  }
   try {
     for (const auto& f : faults) g_faults.push_back(parse_fault(f));
     asio::io_context io;

@@ -41,6 +41,15 @@ inline void add_link_options(CLI::App* cmd, LinkTimeouts& t) {
       ->capture_default_str();
 }
 
+// --psk-file, the same on `run`, `migrate` and `receive`.
+inline void add_psk_option(CLI::App* cmd, std::string& path) {
+  cmd->add_option("--psk-file", path,
+                  "File holding the migration key as hex text (both hosts the same file, e.g. from `openssl rand -hex "
+                  "32`): both connections, and every reconnection, run TLS 1.3 with it, and a peer without it is "
+                  "refused")
+      ->check(CLI::ExistingFile);
+}
+
 void add_run_command(CLI::App& app);
 void add_caps_command(CLI::App& app);
 void add_conformance_command(CLI::App& app);

@@ -1,4 +1,5 @@
 // vmm migrate: ask a running `vmm run --api-socket PATH` to migrate its guest.
+#include <filesystem>
 #include <iostream>
 #include <memory>
 
@@ -18,10 +19,14 @@ struct MigrateOptions {
   uint32_t precopy_rounds = 0;
   double push_rate_mib = 0;
   LinkTimeouts link;
+  std::string psk_file;
 };
 
 void run(const MigrateOptions& o) {
+  // The running VMM reads the key file itself, from its own working directory.
+  std::string psk = o.psk_file.empty() ? "" : std::filesystem::absolute(o.psk_file).string();
   nlohmann::json reply = api_call(o.api_socket, {{"command", "migrate"},
+                                                 {"psk_file", psk},
                                                  {"to", o.to},
                                                  {"mode", o.mode},
                                                  {"precopy_rounds", o.precopy_rounds},
@@ -66,6 +71,7 @@ void add_migrate_command(CLI::App& app) {
   cmd->add_option("--precopy-rounds", opts->precopy_rounds, "Dirty-log rounds after the first pass (0: default)");
   add_push_rate_option(cmd, opts->push_rate_mib);
   add_link_options(cmd, opts->link);
+  add_psk_option(cmd, opts->psk_file);
   cmd->callback([opts] { run(*opts); });
 }
 

@@ -2,10 +2,13 @@
 // until it exits; exit with the guest's code.
 #include <memory>
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include "commands.h"
 #include "destination.h"
+#include "error.h"
+#include "guest_memory.h"
 #include "serial_sink.h"
 
 namespace vmm::cli {
@@ -21,6 +24,8 @@ struct ReceiveOptions {
   std::string serial_log;
   double handshake_timeout = 30;
   LinkTimeouts link;
+  std::string psk_file;
+  std::string max_mem_size;
 };
 
 void run(const ReceiveOptions& o) {
@@ -34,6 +39,19 @@ void run(const ReceiveOptions& o) {
   d.serial_sink = make_serial_sink(o.serial_log).sink;
   d.link.link_timeout = std::chrono::milliseconds(static_cast<int64_t>(o.link.link_s * 1000));
   d.link.recovery_timeout = std::chrono::milliseconds(static_cast<int64_t>(o.link.recovery_s * 1000));
+  if (!o.psk_file.empty()) {
+    d.tls = migration::TlsConfig::from_file(o.psk_file);
+  } else if (auto host = migration::split_host_port(o.listen).first;
+             host != "127.0.0.1" && host != "::1" && host != "localhost") {
+    spdlog::warn("receive: listening on {} without --psk-file: anyone who can reach it can start a VM on this host "
+                 "and choose what runs in it", o.listen);
+  }
+  if (!o.max_mem_size.empty()) {
+    auto size = parse_size(o.max_mem_size);
+    if (!size || *size == 0)
+      throw Error(fmt::format("--max-mem-size {}: expected a size such as 8G, 512M", o.max_mem_size));
+    d.max_mem_size = *size;
+  }
   migration::Destination dest(std::move(d));
   throw ExitCode{dest.run()};
 }
@@ -53,6 +71,9 @@ void add_receive_command(CLI::App& app) {
       "migration: the guest keeps running on the pages it has, this side keeps listening and takes the source's\n"
       "reconnection of the same migration, then the source resends what was lost. Past --recovery-timeout both\n"
       "sides give up and say how many pages never came.\n"
+      "Connections that fail their handshake (no key or another key with --psk-file, a malformed or refused\n"
+      "Hello, silence past --handshake-timeout) are logged and dropped, and listening goes on; at most 8 are in\n"
+      "their handshake at once.\n"
       "Example: vmm receive --listen 127.0.0.1:4444 --memory hugetlb-1g --report report.json");
   cmd->add_option("--listen", opts->listen, "HOST:PORT to accept the source's two connections on")->required();
   cmd->add_option("--memory", opts->memory, "Guest RAM backend on this host")
@@ -73,6 +94,11 @@ void add_receive_command(CLI::App& app) {
       ->check(CLI::Range(0.1, 3600.0))
       ->capture_default_str();
   add_link_options(cmd, opts->link);
+  add_psk_option(cmd, opts->psk_file);
+  cmd->add_option("--max-mem-size", opts->max_mem_size,
+                  "Largest guest RAM a source may ask for, e.g. 8G (default: what the --memory backend can host when "
+                  "the source connects: its free hugepages, or MemAvailable); a larger one is refused in the "
+                  "handshake, before anything is allocated");
   cmd->callback([opts] { run(*opts); });
 }
 

@@ -38,6 +38,7 @@ struct RunOptions {
   double push_rate_mib = 0;
   std::string api_socket;
   LinkTimeouts link;
+  std::string psk_file;
 };
 
 migration::LinkOptions link_options(double link_s, double recovery_s) {
@@ -50,6 +51,8 @@ constexpr uint64_t kDefaultMemSize = 256ULL << 20;
 std::atomic<bool> g_stop{false};
 // What this VMM's migration is doing, for {"command": "status"} on the API socket.
 migration::MigrationStatus g_status;
+// The key of `run --psk-file`, for every migration that names no other.
+std::shared_ptr<migration::TlsConfig> g_tls;
 // The first SIGINT/SIGTERM stops the guest cleanly; a second one ends the
 // process at once, so a VMM stuck in cleanup can always be stopped.
 void on_signal(int) {
@@ -147,7 +150,9 @@ nlohmann::json handle_api(Machine& machine, VcpuThread& vcpu, const nlohmann::js
   so.push_rate = mib_per_s(rate);
   so.link = link_options(link_s, recovery_s);
   so.status = &g_status;
+  so.tls = g_tls;
   try {
+    if (auto psk = body.value("psk_file", std::string()); !psk.empty()) so.tls = migration::TlsConfig::from_file(psk);
     migration::check_source_mode(machine, so.mode);
   } catch (const Error& e) {
     return {{"ok", false}, {"error", e.what()}};
@@ -199,6 +204,7 @@ std::optional<migration::SourceResult> wait_until(Machine& machine, VcpuThread& 
 void run(const RunOptions& o) {
   auto t0 = std::chrono::steady_clock::now();
   auto sink = make_serial_sink(o.serial_log, o.migrate_after_line);
+  if (!o.psk_file.empty()) g_tls = migration::TlsConfig::from_file(o.psk_file);  // a bad key file fails now
   MachineConfig config = make_config(o);
   KvmSystem kvm;
   Machine machine(kvm, config, sink.sink);
@@ -240,6 +246,7 @@ void run(const RunOptions& o) {
       so.push_rate = mib_per_s(o.push_rate_mib);
       so.link = link_options(o.link.link_s, o.link.recovery_s);
       so.status = &g_status;
+      so.tls = g_tls;
       auto result = migrate(machine, vcpu, so).result;
       if (is_final(result)) end_after_migration(result);
     }
@@ -304,6 +311,7 @@ void add_run_command(CLI::App& app) {
       ->capture_default_str();
   add_push_rate_option(cmd, opts->push_rate_mib);
   add_link_options(cmd, opts->link);
+  add_psk_option(cmd, opts->psk_file);
   cmd->callback([opts] { run(*opts); });
 }
 

@@ -1,0 +1,185 @@
+// Who gets into `vmm receive`: TLS 1.3 with a pre-shared key (--psk-file),
+// the bound on guest RAM a source may ask for (--max-mem-size), and a
+// destination that keeps listening through connections that fail their
+// handshake. A refused source keeps running its guest to VERIFY OK.
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <fstream>
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include "process.h"
+
+namespace {
+
+using test::have_kvm;
+using test::run_command;
+using test::slurp;
+
+#define NEEDS_KVM() \
+  if (!have_kvm()) GTEST_SKIP() << "no usable /dev/kvm on this host"
+
+uint16_t kernel_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) < 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) < 0) {
+    if (fd >= 0) ::close(fd);
+    return 0;
+  }
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+std::string dir() { return ::testing::TempDir() + "tls/"; }
+
+std::string make_key(const std::string& name) {
+  std::string path = dir() + name;
+  run_command(fmt::format("mkdir -p {} && openssl rand -hex 32 >{} && chmod 600 {}", dir(), path, path));
+  return path;
+}
+
+struct Result {
+  int src_rc = -1, dst_rc = -1;
+  std::string src, dst;
+};
+
+// `vmm receive DST`, waited for by its listening line; then `before` (shell,
+// with $PORT); then `vmm run SRC --migrate-to`. With `dst_stays`, the
+// destination is expected to still listen once the source ended: it is
+// stopped then, and DST is its exit status (143 for SIGTERM).
+Result migrate(const std::string& dst, const std::string& src, const std::string& guest, bool dst_stays = false,
+            const std::string& before = "") {
+  run_command("mkdir -p " + dir());
+  uint16_t port = kernel_port();
+  std::string d = dir();
+  std::string script = fmt::format(
+      "PORT={port}\n"
+      "wait_for() {{ for i in $(seq 400); do grep -q \"$2\" $1 2>/dev/null && return 0; sleep 0.025; done; return 1; }}\n"
+      "{vmm} receive --listen 127.0.0.1:{port} {dst} >{d}dst.log 2>&1 & D=$!\n"
+      "wait_for {d}dst.log listening || echo 'no listening line from vmm receive'\n"
+      "{before}\n"
+      "{vmm} run --kernel {elf} --cmdline '{guest}' {src} --migrate-to 127.0.0.1:{port} --migrate-after 0.5 "
+      ">{d}src.log 2>&1; echo SRC=$?\n"
+      "if [ {stays} = 1 ]; then sleep 0.5; kill -0 $D && echo STILL_LISTENING; kill $D; fi\n"
+      "wait $D; echo DST=$?\n",
+      fmt::arg("port", port), fmt::arg("vmm", VMM_BIN), fmt::arg("elf", GUEST_ELF), fmt::arg("d", d),
+      fmt::arg("dst", dst), fmt::arg("src", src), fmt::arg("guest", guest), fmt::arg("before", before),
+      fmt::arg("stays", dst_stays ? 1 : 0));
+  std::ofstream(d + "run.sh") << script;
+  auto r = run_command("bash " + d + "run.sh", 120);
+  Result m;
+  auto grab = [&](const char* key, int& v) {
+    auto at = r.output.find(key);
+    if (at != std::string::npos) v = std::stoi(r.output.substr(at + std::string(key).size()));
+  };
+  grab("SRC=", m.src_rc);
+  grab("DST=", m.dst_rc);
+  m.src = r.output + slurp(d + "src.log");
+  m.dst = slurp(d + "dst.log");
+  if (dst_stays) {
+    EXPECT_NE(r.output.find("STILL_LISTENING"), std::string::npos) << r.output << m.dst;
+  }
+  return m;
+}
+
+const char* kGuest = "workload=touch size=16 seconds=3";
+
+TEST(Tls, MatchingKeysMigrateWithPostcopyAndHybrid) {
+  NEEDS_KVM();
+  std::string key = make_key("a.key");
+  for (const char* mode : {"postcopy", "hybrid"}) {
+    SCOPED_TRACE(mode);
+    Result r = migrate("--memory shmem --psk-file " + key,
+                    fmt::format("--memory gmem --gmem-bind hva --mem-size 128M --mode {} --psk-file {}", mode, key),
+                    kGuest);
+    EXPECT_EQ(r.src_rc, 0) << r.src << r.dst;
+    EXPECT_EQ(r.dst_rc, 0) << r.src << r.dst;
+    EXPECT_NE(r.dst.find("VERIFY OK pages=4096"), std::string::npos) << r.dst;
+    EXPECT_NE(r.dst.find("TLS 1.3 with the pre-shared key"), std::string::npos) << r.dst;
+    // The kernel's TLS offload was probed, and what was found is said.
+    EXPECT_NE(r.src.find("TLS offload"), std::string::npos) << r.src;
+  }
+}
+
+// Another key, no key at the source, no key at the destination: refused on
+// both sides with a line that says why; the source's guest verifies there,
+// and the destination goes on listening.
+TEST(Tls, AnotherKeyOrNoneIsRefusedOnBothSides) {
+  NEEDS_KVM();
+  std::string a = make_key("a.key"), b = make_key("b.key");
+  struct Want {
+    std::string dst, src, src_says, dst_says;
+  };
+  for (const Want& w : {Want{"--psk-file " + a, "--psk-file " + b, "--psk-file differs", "--psk-file differs"},
+                        Want{"--psk-file " + a, "", "takes only TLS connections", "plaintext migration frame"},
+                        Want{"", "--psk-file " + a, "does it run without --psk-file", "speaks TLS"}}) {
+    SCOPED_TRACE(w.dst + " / " + w.src);
+    Result r = migrate("--memory shmem " + w.dst, "--memory gmem --mem-size 64M --mode postcopy " + w.src, kGuest, true);
+    EXPECT_EQ(r.src_rc, 0) << r.src;
+    EXPECT_NE(r.src.find("failed before switchover"), std::string::npos) << r.src;
+    EXPECT_NE(r.src.find(w.src_says), std::string::npos) << r.src;
+    EXPECT_NE(r.src.find("VERIFY OK pages=4096"), std::string::npos) << r.src;
+    EXPECT_NE(r.dst.find(w.dst_says), std::string::npos) << r.dst;
+    EXPECT_NE(r.dst.find("still listening"), std::string::npos) << r.dst;
+  }
+}
+
+TEST(Tls, AKeyFileThatHoldsNoKeyIsAClearError) {
+  std::string bad = dir() + "bad.key";
+  run_command(fmt::format("mkdir -p {} && echo 'not a key' >{}", dir(), bad));
+  auto r = run_command(fmt::format("{} receive --listen 127.0.0.1:1 --psk-file {} 2>&1", VMM_BIN, bad));
+  EXPECT_EQ(r.exit_code, 125) << r.output;
+  EXPECT_NE(r.output.find("the key must be hex digits"), std::string::npos) << r.output;
+}
+
+// A Hello over --max-mem-size is refused before anything is allocated; by
+// default the bound is what the backend can host now (MemAvailable here).
+TEST(Bounds, AGuestLargerThanTheDestinationTakesIsRefusedInTheHandshake) {
+  NEEDS_KVM();
+  Result r = migrate("--memory shmem --max-mem-size 64M", "--memory gmem --mem-size 128M --mode postcopy", kGuest, true);
+  EXPECT_EQ(r.src_rc, 0) << r.src;
+  EXPECT_NE(r.src.find("128 MiB of guest RAM is more than this destination takes (64 MiB of shmem: --max-mem-size"),
+            std::string::npos) << r.src;
+  EXPECT_NE(r.src.find("VERIFY OK pages=4096"), std::string::npos) << r.src;
+  EXPECT_NE(r.dst.find("refused: 128 MiB"), std::string::npos) << r.dst;
+
+  // 1 TiB is more than this host has: the source's RAM is sparse until touched.
+  r = migrate("--memory shmem", "--memory shmem --mem-size 1024G --mode postcopy", kGuest, true);
+  EXPECT_EQ(r.src_rc, 0) << r.src;
+  EXPECT_NE(r.src.find("1024 GiB of guest RAM is more than this destination takes"), std::string::npos) << r.src;
+  EXPECT_NE(r.src.find("MemAvailable"), std::string::npos) << r.src;
+}
+
+// Connections that never finish their handshake are dropped each within
+// --handshake-timeout, others beyond the bound are closed at once, and the
+// real source then migrates.
+TEST(Bounds, StrayConnectionsDoNotKeepTheSourceOut) {
+  NEEDS_KVM();
+  std::string before =
+      "python3 - $PORT <<'EOF' &\n"
+      "import socket, sys, time\n"
+      "port = int(sys.argv[1])\n"
+      "bad = socket.create_connection(('127.0.0.1', port)); bad.sendall(b'\\x01' * 64)\n"
+      "time.sleep(0.2)\n"
+      "silent = [socket.create_connection(('127.0.0.1', port)) for _ in range(10)]\n"
+      "time.sleep(6)\n"
+      "EOF\n"
+      "sleep 1.5";
+  Result r = migrate("--memory shmem --handshake-timeout 1", "--memory gmem --mem-size 64M --mode postcopy", kGuest,
+                  false, before);
+  EXPECT_EQ(r.src_rc, 0) << r.src << r.dst;
+  EXPECT_EQ(r.dst_rc, 0) << r.src << r.dst;
+  EXPECT_NE(r.dst.find("VERIFY OK pages=4096"), std::string::npos) << r.dst;
+  EXPECT_NE(r.dst.find("sent nothing within the receive timeout (1000 ms)"), std::string::npos) << r.dst;
+  EXPECT_NE(r.dst.find("others are in their handshake"), std::string::npos) << r.dst;
+  EXPECT_NE(r.dst.find("bad frame magic"), std::string::npos) << r.dst;
+}
+
+}  // namespace
