@@ -25,7 +25,6 @@ PageServer::PageServer(const uint8_t* mem, uint64_t mem_size, uint64_t dest_page
                        std::function<std::vector<uint64_t>()> find_allocated, Channel& main, Channel& urgent,
                        uint64_t push_rate, std::chrono::milliseconds link_timeout, std::atomic<bool>& committed)
     : mem_(mem),
-      mem_size_(mem_size),
       page_size_(dest_page_size),
       npages_(mem_size / dest_page_size),
       dest_nonzero_(dest_nonzero),

@@ -54,7 +54,7 @@ class PageServer {
   void fail(const std::string& why, bool link_lost = false);
 
   const uint8_t* mem_;
-  uint64_t mem_size_, page_size_, npages_;
+  uint64_t page_size_, npages_;
   const std::vector<uint64_t>& dest_nonzero_;
   // Which chunks the source backend holds (GuestMemory::allocated_chunks):
   // found by the push thread once requests are already being served (it took

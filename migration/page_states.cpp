@@ -163,6 +163,7 @@ void PageStates::copy_pages(uint64_t first, uint64_t count) const {
 }
 
 void PageStates::install_pages(uint64_t first, uint64_t count) const {
+  if (!uffd_) return;  // begun without a userfaultfd (tests, fuzzing): states only
   if (staging_) copy_pages(first, count);
   else continue_pages(first, count);
 }

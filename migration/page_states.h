@@ -41,6 +41,7 @@ class PageStates {
   // Reads the rest of a Pages frame from `ch` straight into guest memory
   // (page_receive.cpp). Precopy: the guest is not running; every chunk lands.
   // Postcopy: marks pages Missing from the source's bitmap, the rest Present.
+  // Without a userfaultfd (tests, fuzzing) pages are tracked and never mapped.
   void begin_postcopy(const std::vector<uint64_t>& missing, const vmm::Userfaultfd* uffd, FaultMetrics* metrics);
   // Pushed pages are mapped by a mapper thread, so the receiving thread goes
   // back to the socket at once (mapping in line halved the push rate). A

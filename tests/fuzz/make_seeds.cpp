@@ -1,0 +1,82 @@
+// Writes the seed corpus of the fuzz targets from the real encoders:
+//   fuzz_make_seeds DIR   (tests/fuzz/corpus in the tree)
+// Each decoder seed is [memory-size selector 0: 64 MiB] + a payload; the
+// page-receive seeds follow page_receive_fuzzer.cpp's input format.
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "messages.h"
+#include "vm_state.h"
+#include "wire.h"
+
+using namespace migration;
+
+namespace {
+
+std::filesystem::path g_dir;
+
+void seed(const std::string& target, int n, std::vector<uint8_t> bytes, bool selector = true) {
+  auto dir = g_dir / target;
+  std::filesystem::create_directories(dir);
+  if (selector) bytes.insert(bytes.begin(), 0);
+  std::ofstream(dir / ("seed-" + std::to_string(n)), std::ios::binary)
+      .write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+}
+
+// A frame for the page-receive target: [type][flags][u16 length][payload].
+void frame(std::vector<uint8_t>& out, FrameType t, uint8_t flags, const std::vector<uint8_t>& payload) {
+  out.push_back(static_cast<uint8_t>(t));
+  out.push_back(flags);
+  out.push_back(static_cast<uint8_t>(payload.size()));
+  out.push_back(static_cast<uint8_t>(payload.size() >> 8));
+  out.insert(out.end(), payload.begin(), payload.end());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) return 2;
+  g_dir = argv[1];
+  Hello hello{Role::Main, 42, Mode::Postcopy, 64 << 20, "gmem", 4096};
+  seed("fuzz_hello", 0, encode(hello));
+  hello.resume = true;
+  seed("fuzz_hello", 1, encode(hello));
+  seed("fuzz_hello_reply", 0, encode(HelloReply{true, "", "shmem", 4096, true}));
+  seed("fuzz_hello_reply", 1, encode(HelloReply{false, "too big", "hugetlb-1g", 1 << 30, false}));
+  seed("fuzz_round_done", 0, encode(RoundDone{3, 1000}));
+  std::vector<uint64_t> missing(16384 / 64, 0x5555);
+  seed("fuzz_postcopy_begin", 0, encode(PostcopyBegin{4096, 16384, missing, 220}));
+  seed("fuzz_started", 0, encode(Started{870}));
+  seed("fuzz_received", 0, encode(Received{0, 16384, missing}));
+  seed("fuzz_request", 0, encode_request({1, 2, 3, 1000}));
+  seed("fuzz_error", 0, encode_error("the source gave up"));
+  std::vector<uint8_t> mem(64 * kChunk, 0);
+  for (size_t i = 0; i < mem.size(); i += 3 * kChunk) mem[i] = 1;
+  PagesStats st;
+  auto pages = encode_pages(0, 16, mem.data(), nullptr, st);
+  seed("fuzz_pages", 0, pages);
+  VmState vm;
+  vm.mem_size = 64 << 20;
+  vm.cmdline = "workload=touch size=8";
+  vm.vcpu.msrs.push_back({0x10, 0, 12345});
+  vm.serial.partial_line = "touch: fill";
+  seed("fuzz_vm_state", 0, encode(vm));
+  auto header = make_header(FrameType::Hello, 0, encode(hello));
+  std::vector<uint8_t> framed(header.begin(), header.end());
+  auto h = encode(hello);
+  framed.insert(framed.end(), h.begin(), h.end());
+  seed("fuzz_header", 0, framed);
+
+  // Page receive: precopy frames, then postcopy whole pages (4 KiB and 2 MiB).
+  for (uint8_t config : {uint8_t{0}, uint8_t{1}, uint8_t{3}}) {
+    std::vector<uint8_t> in{config, 0x55, 0x55, 0x55, 0x55, 0xaa, 0xaa, 0xaa, 0xaa};
+    auto p = encode_pages(0, 8, mem.data(), nullptr, st);
+    frame(in, FrameType::Pages, config & 1 ? 2 : 0, p);
+    frame(in, FrameType::Heartbeat, 0, {});
+    frame(in, FrameType::Pages, config & 1 ? 3 : 0, encode_pages(8 * kChunk, 4, mem.data(), nullptr, st));
+    seed("fuzz_page_receive", config, in, false);
+  }
+  return 0;
+}
