@@ -8,7 +8,8 @@ destination backend x mode x guest size) it migrates the touch guest with `vmm r
 floors (build/bench/baselines: 4 KiB TCP round trip, local uffd MINOR round
 trip per backend), then runs QEMU's own postcopy on the same guest
 (tools/qemu-postcopy.py, with and without postcopy-preempt, and on 1 GiB
-and 2 MiB pages). It writes one JSON file per run, results.md (Markdown tables with
+and 2 MiB pages). The 4 KiB and 1 GiB postcopy cases run again with TLS
+(--psk-file), each right after its plaintext twin. It writes one JSON file per run, results.md (Markdown tables with
 PASS/MISS against the targets: 4 KiB p50/p99, push bandwidth, 2 MiB / 1 GiB
 faults against bytes sent / bulk bandwidth, the mostly-zero 1 GiB page, and
 the guest-observed stall against QEMU's best variant), and PNG plots drawn by
@@ -31,6 +32,7 @@ import math
 import os
 import signal
 import random
+import secrets
 import re
 import subprocess
 import sys
@@ -157,24 +159,39 @@ def guest_hist(text):
     return {int(m.group(1)): int(m.group(3)) for m in re.finditer(r"HIST lo_us=(\d+) hi_us=(\d+) count=(\d+)", text)}
 
 
+def lab_key(out):
+    """The pre-shared key of the lab's TLS runs (both sides read the same file)."""
+    path = os.path.join(out, "lab.key")
+    if not os.path.exists(path):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.write(fd, (secrets.token_hex(32) + "\n").encode())
+        os.close(fd)
+    return path
+
+
 def migrate(case, out, port, link):
     src, dst, mode, size, seconds = case["src"], case["dst"], case["mode"], case["size"], case["seconds"]
     mem = "1G" if dst == "hugetlb-1g" else "256M"
-    name = "%s-to-%s-%s-%dM%s" % (src, dst, mode, size, "" if link.spec == "loopback" else "-" + link.name)
+    name = "%s-to-%s-%s-%dM%s%s" % (src, dst, mode, size, "-tls" if case.get("tls") else "",
+                                    "" if link.spec == "loopback" else "-" + link.name)
+    tls = ["--psk-file", lab_key(out)] if case.get("tls") else []
     report = os.path.join(out, name + ".report.json")
     listen, connect = link.serve(port)
-    d = subprocess.Popen(link.dst([VMM, "receive", "--listen", listen, "--memory", dst, "--report", report]),
+    d = subprocess.Popen(link.dst([VMM, "receive", "--listen", listen, "--memory", dst, "--report", report] + tls),
                          cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     time.sleep(0.3)
     src_args = [VMM, "run", "--kernel", GUEST, "--cmdline", "workload=touch size=%d seconds=%d" % (size, seconds),
                 "--memory", src, "--mem-size", mem, "--mode", mode, "--migrate-to", connect,
-                "--migrate-after", "0.5", "--migrate-after-line", "touch: filled"]  # as tools/qemu-postcopy.py
+                "--migrate-after", "0.5", "--migrate-after-line", "touch: filled"] + tls  # as tools/qemu-postcopy.py
     if src == "gmem" and mode != "postcopy":
         src_args += ["--gmem-bind", "hva"]
     s = subprocess.run(link.src(src_args), cwd=ROOT, text=True, capture_output=True, timeout=300)
     dout, derr = d.communicate(timeout=300)
     run = {"name": name, "case": case, "link": link.spec, "src_rc": s.returncode, "dst_rc": d.returncode,
            "verify_ok": "VERIFY OK" in dout, "guest_hist_us": guest_hist(dout)}
+    m = re.search(r"TLS 1.3 with the pre-shared key; (.*)", s.stderr)
+    if m:  # which TLS path the source took, as it printed it
+        run["tls_path"] = m.group(1).strip()
     if os.path.exists(report):
         run["report"] = json.load(open(report))
     else:
@@ -280,6 +297,7 @@ def table(runs, qemu, out):
             r["name"], label, rep["faults"], lat["p50"], lat["p99"], lat["max"], rep["vcpu_blocked_ms"], mean,
             rep["downtime_ms"], push, "VERIFY OK" if r["verify_ok"] else "no VERIFY OK", targets[0], targets[1],
             push_verdict, large))
+    lines += tls_cost(runs)
     lines += ["", "QEMU 7.2 postcopy on the same guest (loopback, postcopy from the start):", "",
               "| peer | status | blocktime ms (sampled) | downtime ms | guest touches >= 32 us | guest stall ms "
               "| guest mean stall/touch us | slowest touch >= us | guest |",
@@ -330,6 +348,38 @@ def table(runs, qemu, out):
               "each counted at its log2 bucket's midpoint)."]
     open(os.path.join(out, "results.md"), "w").write("\n".join(lines) + "\n")
     return "\n".join(lines)
+
+
+def tls_cost(runs):
+    """Each TLS run beside the plaintext run of the same case on the same link, run right before it."""
+    plain = {r["name"]: r for r in runs if not r["case"].get("tls")}
+    rows = []
+    paths = set()
+    for r in runs:
+        if not r["case"].get("tls"):
+            continue
+        p = plain.get(r["name"].replace("-tls", "", 1))
+        if r.get("tls_path"):
+            paths.add(r["tls_path"])
+        if not p or not p.get("report") or not r.get("report"):
+            rows.append("| %s | failed or no plaintext run beside it | | | | | |" % r["name"])
+            continue
+        a, b = p["report"], r["report"]
+
+        def pair(x, y, fmt="%.0f"):
+            return (fmt + " / " + fmt + " (%.2fx)") % (x, y, y / x) if x else (fmt + " / " + fmt) % (x, y)
+
+        rows.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+            r["name"], {4096: "4 KiB", 2 << 20: "2 MiB", 1 << 30: "1 GiB"}.get(a["page_size"], "?"),
+            pair(a["latency_us"]["p50"], b["latency_us"]["p50"]), pair(a["latency_us"]["p99"], b["latency_us"]["p99"]),
+            pair(a.get("push_mib_per_s", 0), b.get("push_mib_per_s", 0)),
+            pair(a["downtime_ms"], b["downtime_ms"], "%.2f"), "VERIFY OK" if r["verify_ok"] else "no VERIFY OK"))
+    if not rows:
+        return []
+    return ["", "What TLS costs: each TLS run beside the plaintext run of the same case on the same link, run right "
+            "before it (plaintext / TLS, and the ratio). TLS path: %s." % ("; ".join(sorted(paths)) or "not printed"),
+            "", "| TLS run | page | fault p50 us | fault p99 us | push MiB/s | downtime ms | guest |",
+            "|---|---|---|---|---|---|---|"] + rows
 
 
 def short(name):
@@ -453,6 +503,14 @@ def main():
               for src in args.sources.split(",") for sz in sizes for d in dsts for m in modes]
     if not args.quick:  # a 1 GiB page that is mostly zero: the guest writes 1 MiB of it
         matrix.append({"src": "gmem", "dst": "hugetlb-1g", "mode": "postcopy", "size": 1, "seconds": 4})
+    # TLS beside plaintext: the 4 KiB postcopy case (and, in the full matrix,
+    # the 1 GiB one), each right after its plaintext twin.
+    with_tls = []
+    for c in matrix:
+        with_tls.append(c)
+        if c["mode"] == "postcopy" and c["size"] == sizes[0] and c["dst"] in ("shmem", "hugetlb-1g"):
+            with_tls.append(dict(c, tls=True))
+    matrix = with_tls
     reserved = []
     # QEMU on 1 GiB pages needs one for each side. Both are reserved now:
     # after the matrix has run, memory here was too fragmented to find a

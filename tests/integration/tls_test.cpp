@@ -51,7 +51,7 @@ struct Result {
 };
 
 // `vmm receive DST`, waited for by its listening line; then `before` (shell,
-// with $PORT); then `vmm run SRC --migrate-to`. With `dst_stays`, the
+// with $PORT); then `vmm run SRC --migrate-to` (none when SRC is "-"). With `dst_stays`, the
 // destination is expected to still listen once the source ended: it is
 // stopped then, and DST is its exit status (143 for SIGTERM).
 Result migrate(const std::string& dst, const std::string& src, const std::string& guest, bool dst_stays = false,
@@ -61,12 +61,15 @@ Result migrate(const std::string& dst, const std::string& src, const std::string
   std::string d = dir();
   std::string script = fmt::format(
       "PORT={port}\n"
+      "rm -f {d}src.log {d}dst.log\n"
       "wait_for() {{ for i in $(seq 400); do grep -q \"$2\" $1 2>/dev/null && return 0; sleep 0.025; done; return 1; }}\n"
       "{vmm} receive --listen 127.0.0.1:{port} {dst} >{d}dst.log 2>&1 & D=$!\n"
       "wait_for {d}dst.log listening || echo 'no listening line from vmm receive'\n"
       "{before}\n"
-      "{vmm} run --kernel {elf} --cmdline '{guest}' {src} --migrate-to 127.0.0.1:{port} --migrate-after 0.5 "
+      "if [ '{src}' != - ]; then\n"
+      "  {vmm} run --kernel {elf} --cmdline '{guest}' {src} --migrate-to 127.0.0.1:{port} --migrate-after 0.5 "
       ">{d}src.log 2>&1; echo SRC=$?\n"
+      "fi\n"
       "if [ {stays} = 1 ]; then sleep 0.5; kill -0 $D && echo STILL_LISTENING; kill $D; fi\n"
       "wait $D; echo DST=$?\n",
       fmt::arg("port", port), fmt::arg("vmm", VMM_BIN), fmt::arg("elf", GUEST_ELF), fmt::arg("d", d),
@@ -129,6 +132,26 @@ TEST(Tls, AnotherKeyOrNoneIsRefusedOnBothSides) {
     EXPECT_NE(r.dst.find(w.dst_says), std::string::npos) << r.dst;
     EXPECT_NE(r.dst.find("still listening"), std::string::npos) << r.dst;
   }
+}
+
+// `vmm migrate --psk-file` hands its key to the running VMM, which had none.
+TEST(Tls, MigrateOnTheApiSocketTakesItsOwnKeyFile) {
+  NEEDS_KVM();
+  std::string key = make_key("a.key"), sock = dir() + "vm.sock";
+  std::string before = fmt::format(
+      "{vmm} run --kernel {elf} --cmdline '{guest}' --memory gmem --mem-size 64M --api-socket {sock} "
+      ">{d}api-src.log 2>&1 & S=$!\n"
+      "wait_for {d}api-src.log 'api: listening' || sleep 1\n"
+      "{vmm} migrate --api-socket {sock} --to 127.0.0.1:$PORT --mode postcopy --psk-file {key}; echo MIGRATE=$?\n"
+      "wait $S; echo API_SRC=$?\n",
+      fmt::arg("vmm", VMM_BIN), fmt::arg("elf", GUEST_ELF), fmt::arg("guest", kGuest), fmt::arg("sock", sock),
+      fmt::arg("d", dir()), fmt::arg("key", key));
+  Result r = migrate("--memory shmem --psk-file " + key, "-", kGuest, false, before);
+  EXPECT_NE(r.src.find("MIGRATE=0"), std::string::npos) << r.src << r.dst;
+  EXPECT_NE(r.src.find("API_SRC=0"), std::string::npos) << r.src << slurp(dir() + "api-src.log");
+  EXPECT_NE(r.dst.find("VERIFY OK pages=4096"), std::string::npos) << r.dst;
+  EXPECT_NE(slurp(dir() + "api-src.log").find("TLS 1.3 with the pre-shared key"), std::string::npos)
+      << slurp(dir() + "api-src.log");
 }
 
 TEST(Tls, AKeyFileThatHoldsNoKeyIsAClearError) {
