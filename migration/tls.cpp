@@ -265,9 +265,8 @@ std::string ktls_probe() {
   for (const char* ext : {".ko", ".ko.xz", ".ko.zst", ".ko.gz"})
     if (std::filesystem::exists(fmt::format("/lib/modules/{}/kernel/net/tls/tls{}", u.release, ext)))
       return "the kernel's TLS offload is a module not loaded (modprobe tls); TLS runs in user space (OpenSSL)";
-  return fmt::format("this kernel has no TLS offload (no \"tls\" in /proc/sys/net/ipv4/tcp_available_ulp [{}], no "
-                     "tls module: CONFIG_TLS is off); TLS runs in user space (OpenSSL through Asio)",
-                     names.empty() ? "empty" : names);
+  return "this kernel has no TLS offload (no \"tls\" in /proc/sys/net/ipv4/tcp_available_ulp, no tls module: "
+         "CONFIG_TLS is off); TLS runs in user space (OpenSSL through Asio)";
 }
 
 }  // namespace migration
