@@ -25,12 +25,6 @@ double ms_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
 }
 
-uint64_t count_bits(const std::vector<uint64_t>& b) {
-  uint64_t n = 0;
-  for (uint64_t w : b) n += static_cast<uint64_t>(__builtin_popcountll(w));
-  return n;
-}
-
 std::string uffd_refusal(vmm::Backend b, vmm::UffdMode mode, int neg_errno) {
   std::string what = fmt::format("UFFDIO_REGISTER(MODE_{}) on the {} guest RAM failed with {}",
                                  mode == vmm::UffdMode::Minor ? "MINOR" : "MISSING", vmm::backend_name(b),
@@ -172,6 +166,7 @@ HelloReply Destination::accept_source(const Hello& hello) {
 
 void Destination::receive_until_postcopy() {
   bool have_state = false;
+  uint64_t stale_ranges = 0;
   Clock::time_point t_state{};
   for (;;) {
     std::array<uint8_t, kHeaderSize> raw;
@@ -190,10 +185,22 @@ void Destination::receive_until_postcopy() {
         break;
       case FrameType::VmState:
         t_state = Clock::now();
-        restore_vm(*machine_, decode_vm_state(f.payload));
+        {
+          VmState vm = decode_vm_state(f.payload);
+          restore_vm(*machine_, vm);
+          kvm_pages_ = kvm_mapped_pages(vm.vcpu);
+        }
         restore_parts_.state_ms = ms_between(t_state, Clock::now());
         have_state = true;
         break;
+      case FrameType::StaleChunks: {
+        if (!have_state) throw ProtocolError("StaleChunks before VmState");
+        for (const ChunkRange& r : decode_stale_chunks(f.payload, hello_.mem_size).ranges) {
+          pages_->mark_stale(r.first, r.count);
+          stale_ranges++;
+        }
+        break;
+      }
       case FrameType::PostcopyBegin: {
         if (!have_state) throw ProtocolError("PostcopyBegin before VmState");
         restore_parts_.wait_begin_ms = ms_between(t_state, Clock::now()) - restore_parts_.state_ms;
@@ -201,6 +208,9 @@ void Destination::receive_until_postcopy() {
         if (begin.page_size != pages_->page_size())
           throw ProtocolError(fmt::format("source counts {} byte pages, this destination uses {}", begin.page_size,
                                           pages_->page_size()));
+        if (begin.stale_ranges != stale_ranges)
+          throw ProtocolError(fmt::format("PostcopyBegin announces {} stale ranges, {} came", begin.stale_ranges,
+                                          stale_ranges));
         start_guest(begin);
         restore_ms_ = ms_between(t_state, Clock::now());
         restore_parts_.start_ms = restore_ms_ - restore_parts_.state_ms - restore_parts_.wait_begin_ms;
@@ -213,20 +223,24 @@ void Destination::receive_until_postcopy() {
   }
 }
 
-// KVM may have written guest RAM through the primary view while state was
-// restored: drop those mappings (the page cache keeps the data), so every
-// first touch of a missing page faults to userfaultfd, then map what is present.
-// In MISSING mode a page KVM instantiated would not fault at all: drop it.
+// Restoring the vCPU made KVM map the pages of its paravirtual areas
+// (kvmclock) through the primary view: drop those mappings (the page cache
+// keeps the data), so that the first touch of such a page, if it is missing,
+// faults to userfaultfd too. In MISSING mode a page KVM instantiated would not
+// fault at all: punch it out. Only those pages: dropping the whole primary
+// view took 2.0 ms of the downtime at 8 GiB (KVM's MMU notifier walks every
+// gfn of the range), 0.2 ms at 512 MiB.
 void Destination::register_postcopy() {
   uint8_t* primary = machine_->memory().primary();
-  uint64_t size = hello_.mem_size;
-  if (::madvise(primary, size, MADV_DONTNEED) < 0) vmm::throw_errno("madvise(MADV_DONTNEED, guest RAM)");
-  if (options_.uffd_mode == vmm::UffdMode::Missing) {
-    // Every byte that came so far sits in the staging buffer, so the page
-    // cache holds only what KVM instantiated (the kvmclock page): empty it.
-    if (::fallocate(machine_->memory().fd(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0,
-                    static_cast<off_t>(size)) < 0)
-      vmm::throw_errno("fallocate(PUNCH_HOLE, guest RAM)");
+  uint64_t size = hello_.mem_size, page = pages_->page_size();
+  for (uint64_t gpa : kvm_pages_) {
+    uint64_t at = gpa / page * page;
+    if (at >= size) continue;
+    if (::madvise(primary + at, page, MADV_DONTNEED) < 0) vmm::throw_errno("madvise(MADV_DONTNEED, a KVM page)");
+    if (options_.uffd_mode == vmm::UffdMode::Missing &&
+        ::fallocate(machine_->memory().fd(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(at),
+                    static_cast<off_t>(page)) < 0)
+      vmm::throw_errno("fallocate(PUNCH_HOLE, a KVM page)");
   }
   int rc = uffd_->try_register(primary, size, vmm::uffd_register_mode(options_.uffd_mode));
   if (rc < 0) {
@@ -238,10 +252,10 @@ void Destination::register_postcopy() {
 
 void Destination::start_guest(const PostcopyBegin& begin) {
   source_stop_ms_ = static_cast<double>(begin.source_stop_us) / 1000.0;
-  uint64_t missing = count_bits(begin.missing);
+  uint64_t missing = pages_->npages() - pages_->present();
   if (missing && !uffd_)
     throw ProtocolError(fmt::format("a precopy migration left {} pages missing", missing));
-  pages_->begin_postcopy(begin.missing, missing ? uffd_.get() : nullptr, &metrics_);
+  pages_->begin_postcopy(missing ? uffd_.get() : nullptr, &metrics_);
   if (missing) {
     register_postcopy();
     resolver_ = std::make_unique<FaultResolver>(
@@ -267,9 +281,9 @@ void Destination::start_guest(const PostcopyBegin& begin) {
   main_bytes_at_postcopy_ = link_.main_bytes();
   vcpu_ = std::make_unique<vmm::VcpuThread>(*machine_);
   if (missing) {
-    premap_thread_ = std::thread([this, bits = begin.missing] {
+    premap_thread_ = std::thread([this] {
       try {
-        pages_->install_present_ranges(bits, complete_);
+        pages_->install_present_ranges(complete_);
       } catch (const std::exception& e) {
         spdlog::error("receive: mapping precopied pages: {}", e.what());
       }

@@ -86,6 +86,7 @@ class Destination {
   std::unique_ptr<vmm::KvmSystem> kvm_;
   std::unique_ptr<vmm::Machine> machine_;
   vmm::Mapping alias_, staging_;
+  std::vector<uint64_t> kvm_pages_;  // guest pages KVM mapped when the vCPU was restored
   std::unique_ptr<PageStates> pages_;
   std::unique_ptr<vmm::Userfaultfd> uffd_;
   FaultMetrics metrics_;

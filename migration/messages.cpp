@@ -112,9 +112,37 @@ std::vector<uint8_t> encode(const PostcopyBegin& m) {
   ByteWriter w;
   w.u64(m.page_size);
   w.u64(m.npages);
+  w.u64(m.stale_ranges);
   w.u64(m.source_stop_us);
-  write_bits(w, m.missing);
   return std::move(w.buffer());
+}
+
+std::vector<uint8_t> encode(const StaleChunks& m) {
+  ByteWriter w;
+  w.u32(static_cast<uint32_t>(m.ranges.size()));
+  for (const auto& r : m.ranges) {
+    w.u64(r.first);
+    w.u32(r.count);
+  }
+  return std::move(w.buffer());
+}
+
+StaleChunks decode_stale_chunks(std::span<const uint8_t> p, uint64_t mem_size) {
+  ByteReader r(p, "StaleChunks");
+  uint32_t n = r.u32();
+  if (n == 0 || n > kMaxStaleRanges) throw ProtocolError(fmt::format("StaleChunks holds {} ranges", n));
+  StaleChunks m;
+  m.ranges.reserve(n);
+  uint64_t chunks = mem_size / kChunk;
+  for (uint32_t i = 0; i < n; i++) {
+    ChunkRange c{r.u64(), r.u32()};
+    if (c.count == 0 || c.first > chunks || c.count > chunks - c.first)
+      throw ProtocolError(fmt::format("StaleChunks range {}+{} lies outside {} chunks of memory", c.first, c.count,
+                                      chunks));
+    m.ranges.push_back(c);
+  }
+  r.expect_end();
+  return m;
 }
 
 PostcopyBegin decode_postcopy_begin(std::span<const uint8_t> p, uint64_t mem_size) {
@@ -122,11 +150,11 @@ PostcopyBegin decode_postcopy_begin(std::span<const uint8_t> p, uint64_t mem_siz
   PostcopyBegin m;
   m.page_size = r.u64();
   m.npages = r.u64();
+  m.stale_ranges = r.u64();
   m.source_stop_us = r.u64();
   if (m.page_size == 0 || mem_size % m.page_size || m.npages != mem_size / m.page_size)
     throw ProtocolError(fmt::format("PostcopyBegin counts {} pages of {} bytes for {} bytes of memory", m.npages,
                                     m.page_size, mem_size));
-  m.missing = read_bits(r, m.npages);
   r.expect_end();
   return m;
 }

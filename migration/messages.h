@@ -5,11 +5,14 @@
 //   Hello{Main} ───────────────────────────▶ checks memory size, backend, uffd
 //               ◀─────────────────────────── HelloReply{accepted | reason}
 //   Hello{Urgent} (second connection) ─────▶
-//   Pages... RoundDone  (precopy rounds) ──▶ written through the alias view
+//   Pages... RoundDone  (precopy rounds) ──▶ written through the alias view; a page
+//                                            whose every chunk came is present
 //   -- source vCPUs stop --
 //   Pages (final dirty set, precopy) ──────▶
 //   VmState ───────────────────────────────▶ restore
-//   PostcopyBegin{missing pages} ──────────▶ register uffd MINOR, start vCPUs
+//   StaleChunks... (hybrid) ───────────────▶ chunks written since they were sent: missing again
+//   PostcopyBegin{page size, stale ranges} ▶ register uffd MINOR, start vCPUs
+//   (no message carries a bitmap of all of RAM: switchover does not grow with it)
 //               ◀─────────────────────────── Started
 //               ◀─────────────────────────── PageRequest (urgent connection)
 //   Pages{Urgent, Last} (urgent conn.) ────▶ UFFDIO_CONTINUE
@@ -85,11 +88,25 @@ struct RoundDone {
   uint64_t chunks_sent = 0;
 };
 
+// Ranges of 4 KiB chunks sent in precopy and written by the guest since:
+// the destination pages holding them are missing again. At most
+// kMaxStaleRanges a frame.
+struct ChunkRange {
+  uint64_t first = 0;
+  uint32_t count = 0;
+};
+inline constexpr uint32_t kMaxStaleRanges = 65536;
+struct StaleChunks {
+  std::vector<ChunkRange> ranges;
+};
+
+// The end of switchover. Every destination page not covered by precopy, or
+// made stale, is missing; the destination checks it got every stale range.
 struct PostcopyBegin {
-  uint64_t page_size = 0;           // destination page size the bitmap counts in
+  uint64_t page_size = 0;       // the destination's page size, as the source counts it
   uint64_t npages = 0;
-  std::vector<uint64_t> missing;    // bit set: the destination page must still come
-  uint64_t source_stop_us = 0;      // source: vCPU stop -> this frame, for downtime
+  uint64_t stale_ranges = 0;    // in the StaleChunks frames before this one
+  uint64_t source_stop_us = 0;  // source: vCPU stop -> this frame, for downtime
 };
 
 struct Started {
@@ -111,6 +128,7 @@ std::vector<uint8_t> encode(const Hello& m);
 std::vector<uint8_t> encode(const HelloReply& m);
 std::vector<uint8_t> encode(const RoundDone& m);
 std::vector<uint8_t> encode(const PostcopyBegin& m);
+std::vector<uint8_t> encode(const StaleChunks& m);
 std::vector<uint8_t> encode(const Started& m);
 std::vector<uint8_t> encode(const Received& m);
 std::vector<uint8_t> encode_request(const std::vector<uint64_t>& pages);
@@ -120,6 +138,7 @@ Hello decode_hello(std::span<const uint8_t> p);
 HelloReply decode_hello_reply(std::span<const uint8_t> p);
 RoundDone decode_round_done(std::span<const uint8_t> p);
 PostcopyBegin decode_postcopy_begin(std::span<const uint8_t> p, uint64_t mem_size);
+StaleChunks decode_stale_chunks(std::span<const uint8_t> p, uint64_t mem_size);
 Started decode_started(std::span<const uint8_t> p);
 // Bounds-checked against the destination's page count.
 Received decode_received(std::span<const uint8_t> p, uint64_t npages);

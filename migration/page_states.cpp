@@ -24,8 +24,51 @@ PageStates::PageStates(uint8_t* primary, uint8_t* alias, uint8_t* staging, uint6
       page_size_(page_size),
       npages_(mem_size / page_size),
       state_(new std::atomic<uint8_t>[npages_]),
-      wanted_(new std::atomic<uint8_t>[npages_]) {
-  for (uint64_t p = 0; p < npages_; p++) state_[p] = static_cast<uint8_t>(PageState::Missing), wanted_[p] = 0;
+      wanted_(new std::atomic<uint8_t>[npages_]),
+      covered_((mem_size / kChunk + 63) / 64, 0) {
+  for (uint64_t p = 0; p < npages_; p++) {
+    state_[p].store(static_cast<uint8_t>(PageState::Missing), std::memory_order_relaxed);
+    wanted_[p].store(0, std::memory_order_relaxed);
+  }
+}
+
+bool PageStates::page_covered(uint64_t page) const {
+  uint64_t per = page_size_ / kChunk, c = page * per;
+  if (per < 64) {
+    for (uint64_t i = c; i < c + per; i++)
+      if (!(covered_[i / 64] >> (i % 64) & 1)) return false;
+    return true;
+  }
+  for (uint64_t w = c / 64; w < (c + per) / 64; w++)
+    if (covered_[w] != ~0ULL) return false;
+  return true;
+}
+
+// Precopy runs on the receiving thread alone, before any other thread looks
+// at the states: relaxed stores.
+void PageStates::mark_covered(uint64_t first_chunk, uint64_t nchunks) {
+  for (uint64_t c = first_chunk; c < first_chunk + nchunks; c++) covered_[c / 64] |= 1ULL << (c % 64);
+  uint64_t per = page_size_ / kChunk, newly = 0;
+  for (uint64_t p = first_chunk / per; p < (first_chunk + nchunks + per - 1) / per; p++) {
+    if (state_[p].load(std::memory_order_relaxed) == static_cast<uint8_t>(PageState::Present) || !page_covered(p))
+      continue;
+    state_[p].store(static_cast<uint8_t>(PageState::Present), std::memory_order_relaxed);
+    newly++;
+  }
+  present_.store(present_.load(std::memory_order_relaxed) + newly, std::memory_order_relaxed);
+}
+
+void PageStates::mark_stale(uint64_t first_chunk, uint64_t nchunks) {
+  if (first_chunk > mem_size_ / kChunk || nchunks > mem_size_ / kChunk - first_chunk)
+    throw ProtocolError(fmt::format("stale chunks {}+{} lie outside guest memory", first_chunk, nchunks));
+  for (uint64_t c = first_chunk; c < first_chunk + nchunks; c++) covered_[c / 64] &= ~(1ULL << (c % 64));
+  uint64_t per = page_size_ / kChunk, gone = 0;
+  for (uint64_t p = first_chunk / per; p < (first_chunk + nchunks + per - 1) / per; p++) {
+    if (state_[p].load(std::memory_order_relaxed) != static_cast<uint8_t>(PageState::Present)) continue;
+    state_[p].store(static_cast<uint8_t>(PageState::Missing), std::memory_order_relaxed);
+    gone++;
+  }
+  present_.store(present_.load(std::memory_order_relaxed) - gone, std::memory_order_relaxed);
 }
 
 PageStates::~PageStates() {
@@ -83,17 +126,10 @@ void PageStates::map_loop() {
   }
 }
 
-void PageStates::begin_postcopy(const std::vector<uint64_t>& missing, const vmm::Userfaultfd* uffd,
-                                FaultMetrics* metrics) {
+void PageStates::begin_postcopy(const vmm::Userfaultfd* uffd, FaultMetrics* metrics) {
   uffd_ = uffd;
   metrics_ = metrics;
-  uint64_t present = 0;
-  for (uint64_t p = 0; p < npages_; p++) {
-    bool miss = missing[p / 64] >> (p % 64) & 1;
-    state_[p] = static_cast<uint8_t>(miss ? PageState::Missing : PageState::Present);
-    present += !miss;
-  }
-  present_ = present;
+  std::atomic_thread_fence(std::memory_order_release);  // the states precopy left, for the threads started next
 }
 
 bool PageStates::try_mark_requested(uint64_t page) {
@@ -168,11 +204,12 @@ void PageStates::install_pages(uint64_t first, uint64_t count) const {
   else continue_pages(first, count);
 }
 
-// Maps, in runs, the pages that were present when postcopy began, while the
-// guest already runs: each first touch would otherwise cost a local
-// userfaultfd round trip. Pages that arrive later are mapped on arrival.
-void PageStates::install_present_ranges(const std::vector<uint64_t>& missing, const std::atomic<bool>& stop) const {
-  auto present = [&](uint64_t p) { return !(missing[p / 64] >> (p % 64) & 1); };
+// Maps, in runs, the pages that precopy left present, while the guest already
+// runs: each first touch would otherwise cost a local userfaultfd round trip.
+// Pages that arrive later are mapped on arrival; one that arrives while this
+// runs may be mapped twice, and the second time counts as done (EEXIST).
+void PageStates::install_present_ranges(const std::atomic<bool>& stop) const {
+  auto present = [&](uint64_t p) { return state(p) == PageState::Present; };
   for (uint64_t p = 0; p < npages_ && !(stop && mapping_is_optional());) {
     if (!present(p)) {
       p++;

@@ -39,10 +39,17 @@ class PageStates {
   uint8_t* primary() const { return primary_; }
 
   // Reads the rest of a Pages frame from `ch` straight into guest memory
-  // (page_receive.cpp). Precopy: the guest is not running; every chunk lands.
-  // Postcopy: marks pages Missing from the source's bitmap, the rest Present.
+  // (page_receive.cpp). Precopy: the guest is not running; every chunk lands,
+  // and the frame's chunks count as covered (data, zero marker, or left out
+  // because this side holds zeros already): a page whose every chunk is
+  // covered is Present at once, so that switchover has nothing to compute
+  // over all of guest RAM. Postcopy: see below.
+  // Switchover: chunks the guest wrote after they were sent; their pages are
+  // Missing again.
+  void mark_stale(uint64_t first_chunk, uint64_t nchunks);
+  // From here on faults are resolved: every page not Present is Missing.
   // Without a userfaultfd (tests, fuzzing) pages are tracked and never mapped.
-  void begin_postcopy(const std::vector<uint64_t>& missing, const vmm::Userfaultfd* uffd, FaultMetrics* metrics);
+  void begin_postcopy(const vmm::Userfaultfd* uffd, FaultMetrics* metrics);
   // Pushed pages are mapped by a mapper thread, so the receiving thread goes
   // back to the socket at once (mapping in line halved the push rate). A
   // fault on a page that is present but not mapped yet is resolved locally.
@@ -78,8 +85,9 @@ class PageStates {
   // Maps [first, first + count) pages into the guest: UFFDIO_CONTINUE, or
   // UFFDIO_COPY from staging. EEXIST (mapped already) counts as done.
   void install_pages(uint64_t first, uint64_t count) const;
-  // `stop` ends it early only in MINOR mode (as with the mapper's queue).
-  void install_present_ranges(const std::vector<uint64_t>& missing, const std::atomic<bool>& stop) const;
+  // Maps the pages that are Present (and not yet mapped), in runs. `stop`
+  // ends it early only in MINOR mode (as with the mapper's queue).
+  void install_present_ranges(const std::atomic<bool>& stop) const;
 
 
   uint64_t present() const { return present_.load(); }
@@ -93,6 +101,8 @@ class PageStates {
 
  private:
   bool try_claim(uint64_t page);
+  void mark_covered(uint64_t first_chunk, uint64_t nchunks);
+  bool page_covered(uint64_t page) const;
   // A frame that failed half-way gives back the pages it claimed: they are
   // missing again, to come with the next copy.
   void release_claims(const PagesView& v, const std::vector<bool>& mine);
@@ -127,6 +137,7 @@ class PageStates {
   uint64_t mem_size_, page_size_, npages_;
   std::unique_ptr<std::atomic<uint8_t>[]> state_;
   std::unique_ptr<std::atomic<uint8_t>[]> wanted_;
+  std::vector<uint64_t> covered_;  // precopy: bit per 4 KiB chunk some frame covered
   std::atomic<uint64_t> present_{0}, pushed_{0}, answered_{0}, skipped_{0}, received_{0};
   const vmm::Userfaultfd* uffd_ = nullptr;
   FaultMetrics* metrics_ = nullptr;

@@ -72,6 +72,7 @@ class Source {
 
  private:
   void connect();
+  uint64_t send_stale(const std::vector<uint64_t>& final_dirty);
   // One connection to the destination, through TLS when there is a key.
   std::unique_ptr<Channel> dial();
   void precopy();

@@ -1,5 +1,7 @@
 #include "vm_state.h"
 
+#include <algorithm>
+
 #include <cstring>
 
 #include <fmt/format.h>
@@ -27,6 +29,26 @@ void restore_vm(vmm::Machine& m, const VmState& s) {
   m.vm().ioctl(KVM_SET_CLOCK, &clock, "KVM_SET_CLOCK");
   restore_vcpu(m.vcpu(), s.vcpu);
   m.serial().restore(s.serial);
+}
+
+std::vector<uint64_t> kvm_mapped_pages(const VcpuState& s) {
+  // arch/x86/include/uapi/asm/kvm_para.h: bit 0 enables the area, except for
+  // the wall clock, which KVM writes whenever the MSR is written.
+  constexpr uint32_t kWallClock = 0x11, kSystemTime = 0x12, kWallClockNew = 0x4b564d00,
+                     kSystemTimeNew = 0x4b564d01, kAsyncPf = 0x4b564d02, kStealTime = 0x4b564d03,
+                     kPvEoi = 0x4b564d04;
+  constexpr uint64_t kAreaBytes = 64;  // the largest of these areas (steal time, async PF)
+  std::vector<uint64_t> pages;
+  for (const auto& m : s.msrs) {
+    bool wall = m.index == kWallClock || m.index == kWallClockNew;
+    bool area = m.index == kSystemTime || m.index == kSystemTimeNew || m.index == kAsyncPf ||
+                m.index == kStealTime || m.index == kPvEoi;
+    if (!(wall ? m.data != 0 : area && (m.data & 1))) continue;
+    uint64_t gpa = wall ? m.data : m.data & ~1ULL;
+    for (uint64_t p = gpa & ~0xfffULL; p < gpa + kAreaBytes; p += 4096)
+      if (std::find(pages.begin(), pages.end(), p) == pages.end()) pages.push_back(p);
+  }
+  return pages;
 }
 
 std::vector<uint8_t> encode(const VmState& s) {

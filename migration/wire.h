@@ -22,7 +22,7 @@ class ProtocolError : public std::runtime_error {
 };
 
 inline constexpr uint32_t kMagic = 0x4d435047;  // "GPCM" little-endian
-inline constexpr uint16_t kVersion = 1;
+inline constexpr uint16_t kVersion = 2;  // 2: PostcopyBegin without a bitmap, StaleChunks
 inline constexpr size_t kHeaderSize = 24;
 inline constexpr uint32_t kMaxPayload = 8u << 20;
 
@@ -41,8 +41,9 @@ enum class FrameType : uint16_t {
   Heartbeat = 11,     // either way on the main connection during postcopy: the link is alive
   StartedAck = 12,    // source -> destination: it got Started and will never resume the guest
   Received = 13,      // destination -> source after a reconnection: which pages it holds
+  StaleChunks = 14,   // source -> destination at switchover: chunks written since they were sent
 };
-inline constexpr uint16_t kMaxFrameType = 13;
+inline constexpr uint16_t kMaxFrameType = 14;
 
 const char* frame_type_name(FrameType t);
 

@@ -31,6 +31,8 @@ void decode(std::string_view which, std::span<const uint8_t> p, uint64_t mem_siz
     decode_round_done(p);
   } else if (which == "postcopy_begin") {
     decode_postcopy_begin(p, mem_size);
+  } else if (which == "stale_chunks") {
+    decode_stale_chunks(p, mem_size);
   } else if (which == "started") {
     decode_started(p);
   } else if (which == "received") {

@@ -47,7 +47,8 @@ int main(int argc, char** argv) {
   seed("fuzz_hello_reply", 1, encode(HelloReply{false, "too big", "hugetlb-1g", 1 << 30, false}));
   seed("fuzz_round_done", 0, encode(RoundDone{3, 1000}));
   std::vector<uint64_t> missing(16384 / 64, 0x5555);
-  seed("fuzz_postcopy_begin", 0, encode(PostcopyBegin{4096, 16384, missing, 220}));
+  seed("fuzz_postcopy_begin", 0, encode(PostcopyBegin{4096, 16384, 2, 220}));
+  seed("fuzz_stale_chunks", 0, encode(StaleChunks{{{0, 3}, {100, 64}}}));
   seed("fuzz_started", 0, encode(Started{870}));
   seed("fuzz_received", 0, encode(Received{0, 16384, missing}));
   seed("fuzz_request", 0, encode_request({1, 2, 3, 1000}));
@@ -69,13 +70,15 @@ int main(int argc, char** argv) {
   framed.insert(framed.end(), h.begin(), h.end());
   seed("fuzz_header", 0, framed);
 
-  // Page receive: precopy frames, then postcopy whole pages (4 KiB and 2 MiB).
-  for (uint8_t config : {uint8_t{0}, uint8_t{1}, uint8_t{3}}) {
-    std::vector<uint8_t> in{config, 0x55, 0x55, 0x55, 0x55, 0xaa, 0xaa, 0xaa, 0xaa};
-    auto p = encode_pages(0, 8, mem.data(), nullptr, st);
-    frame(in, FrameType::Pages, config & 1 ? 2 : 0, p);
+  // Page receive: precopy frames, a stale range, then postcopy whole pages (4 KiB and 2 MiB).
+  for (uint8_t config : {uint8_t{0}, uint8_t{2}}) {
+    std::vector<uint8_t> in{config};
+    frame(in, FrameType::Pages, 0, encode_pages(0, 8, mem.data(), nullptr, st));
+    frame(in, FrameType::StaleChunks, 0, encode(StaleChunks{{{2, 3}}}));
+    frame(in, FrameType::PostcopyBegin, 0, encode(PostcopyBegin{4096, 2048, 1, 0}));
+    frame(in, FrameType::Pages, 3, encode_pages(8 * kChunk, 4, mem.data(), nullptr, st));
     frame(in, FrameType::Heartbeat, 0, {});
-    frame(in, FrameType::Pages, config & 1 ? 3 : 0, encode_pages(8 * kChunk, 4, mem.data(), nullptr, st));
+    frame(in, FrameType::Pages, 2, encode_pages(16 * kChunk, 8, mem.data(), nullptr, st));
     seed("fuzz_page_receive", config, in, false);
   }
   return 0;

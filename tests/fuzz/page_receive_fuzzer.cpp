@@ -5,10 +5,13 @@
 // (unless the input asks for a broken one), so that the fuzzer reaches the
 // claiming and completion of pages and not only the checksum.
 //
-// Input: [config] [8 bytes: missing-page seed] then frames of
+// Input: [config] then frames of
 //   [type] [flags: bit 0 urgent, bit 1 last-of-page, bit 7 corrupt CRC]
 //   [length: u16 LE] [payload]
-// config bit 0: postcopy; bit 1: 2 MiB destination pages (else 4 KiB).
+// config bit 1: 2 MiB destination pages (else 4 KiB). As on a destination,
+// Pages frames are precopy frames until a PostcopyBegin frame comes (its
+// payload is not looked at), postcopy frames after it; StaleChunks frames
+// make pages missing again.
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
@@ -61,13 +64,10 @@ std::vector<uint8_t> build_stream(const uint8_t* data, size_t size) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  if (size < 9) return 0;
+  if (size < 1) return 0;
   static Loopback lo;
-  bool postcopy = data[0] & 1;
   uint64_t page_size = data[0] & 2 ? 2ULL << 20 : 4096;
-  uint64_t seed;
-  std::memcpy(&seed, data + 1, 8);
-  std::vector<uint8_t> stream = build_stream(data + 9, size - 9);
+  std::vector<uint8_t> stream = build_stream(data + 1, size - 1);
 
   tcp::socket writer(lo.io), reader(lo.io);
   writer.connect(lo.acceptor.local_endpoint());
@@ -80,22 +80,23 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   {
     Channel ch(std::move(reader), "fuzz");
     PageStates pages(guest_memory(), guest_memory(), nullptr, kMemSize, page_size);
-    if (postcopy) {
-      std::vector<uint64_t> missing((pages.npages() + 63) / 64, 0);
-      for (uint64_t p = 0; p < pages.npages(); p++)
-        if (seed >> (p % 64) & 1) missing[p / 64] |= 1ULL << (p % 64);
-      pages.begin_postcopy(missing, nullptr, nullptr);  // no userfaultfd: states only, nothing mapped
-    }
+    bool postcopy = false;
     try {
       for (;;) {
         std::array<uint8_t, kHeaderSize> raw;
         FrameHeader h = ch.receive_header(raw);
         if (h.type == FrameType::Pages) {
           pages.receive_pages(ch, raw, h, postcopy);
-        } else {
-          std::vector<uint8_t> payload(h.length);
-          ch.read_exact(payload);
-          verify_crc(raw, payload, h.crc);
+          continue;
+        }
+        std::vector<uint8_t> payload(h.length);
+        ch.read_exact(payload);
+        verify_crc(raw, payload, h.crc);
+        if (h.type == FrameType::StaleChunks && !postcopy) {
+          for (const ChunkRange& r : decode_stale_chunks(payload, kMemSize).ranges) pages.mark_stale(r.first, r.count);
+        } else if (h.type == FrameType::PostcopyBegin && !postcopy) {
+          pages.begin_postcopy(nullptr, nullptr);  // no userfaultfd: states only, nothing mapped
+          postcopy = true;
         }
       }
     } catch (const ConnectionError&) {  // the end of the stream

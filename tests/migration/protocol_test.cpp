@@ -290,12 +290,25 @@ TEST(Messages, RequestsForPagesBeyondTheEndAreRefused) {
 }
 
 TEST(Messages, PostcopyBeginMustCountTheDestinationsPages) {
-  PostcopyBegin b{4096, 16, std::vector<uint64_t>(1, 0xff00), 7};
+  PostcopyBegin b{4096, 16, 3, 7};
   auto p = encode(b);
-  EXPECT_EQ(decode_postcopy_begin(p, 16 * 4096).missing[0], 0xff00u);
+  EXPECT_EQ(decode_postcopy_begin(p, 16 * 4096).stale_ranges, 3u);
   EXPECT_THROW(decode_postcopy_begin(p, 32 * 4096), ProtocolError);
-  b.missing[0] = 1ULL << 40;  // a bit past page 16
-  EXPECT_THROW(decode_postcopy_begin(encode(b), 16 * 4096), ProtocolError);
+  p.push_back(0);  // trailing byte
+  EXPECT_THROW(decode_postcopy_begin(p, 16 * 4096), ProtocolError);
+}
+
+TEST(Messages, StaleChunksStayInsideGuestMemory) {
+  StaleChunks m{{{0, 2}, {10, 6}}};
+  auto d = decode_stale_chunks(encode(m), 16 * 4096);
+  ASSERT_EQ(d.ranges.size(), 2u);
+  EXPECT_EQ(d.ranges[1].first, 10u);
+  EXPECT_EQ(d.ranges[1].count, 6u);
+  EXPECT_THROW(decode_stale_chunks(encode(m), 15 * 4096), ProtocolError);                     // 10+6 > 15
+  EXPECT_THROW(decode_stale_chunks(encode(StaleChunks{{{3, 0}}}), 16 * 4096), ProtocolError);  // empty range
+  EXPECT_THROW(decode_stale_chunks(encode(StaleChunks{}), 16 * 4096), ProtocolError);          // no range
+  auto p = encode(m);
+  for (size_t n = 0; n < p.size(); n++) EXPECT_THROW(decode_stale_chunks({p.data(), n}, 16 * 4096), ProtocolError);
 }
 
 // Random bytes and random corruptions of valid payloads must only ever throw
@@ -306,7 +319,8 @@ TEST(Messages, RandomInputOnlyEverThrowsProtocolError) {
   PagesStats st;
   std::vector<std::vector<uint8_t>> seeds = {
       encode(Hello{Role::Main, 1, Mode::Hybrid, 1 << 20, "shmem", 4096}), encode_pages(0, 4, mem.data(), nullptr, st),
-      encode(PostcopyBegin{4096, 4, {0xf}, 1}), encode_request({1, 2, 3}), encode_error("x")};
+      encode(PostcopyBegin{4096, 4, 0, 1}), encode(StaleChunks{{{1, 2}}}), encode_request({1, 2, 3}),
+      encode_error("x")};
   for (int iter = 0; iter < 20000; iter++) {
     std::vector<uint8_t> p = seeds[iter % seeds.size()];
     if (iter % 7 == 0) p.resize(rng() % 64);
