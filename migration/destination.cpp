@@ -385,14 +385,9 @@ bool Destination::take_reconnection(std::chrono::milliseconds left) {
     if (auto why = u.channel->mark_urgent(); !why.empty()) spdlog::debug("receive: page requests go unmarked ({})", why);
     Channel* main = m.channel.get();
     // What this side holds: the source pushes the rest again.
-    auto present = pages_->present_bitmap();
-    uint64_t npages = pages_->npages();
-    for (uint64_t first = 0; first < npages; first += kMaxReceivedPages) {
-      uint64_t n = std::min(kMaxReceivedPages, npages - first);
-      Received r{first, n, std::vector<uint64_t>(present.begin() + static_cast<long>(first / 64),
-                                                 present.begin() + static_cast<long>((first + n + 63) / 64))};
-      main->send(FrameType::Received, first + n == npages ? kReceivedLast : 0, encode(r));
-    }
+    auto parts = split_received(pages_->present_bitmap(), pages_->npages());
+    for (size_t i = 0; i < parts.size(); i++)
+      main->send(FrameType::Received, i + 1 == parts.size() ? kReceivedLast : 0, encode(parts[i]));
     link_.replace(std::move(m.channel), std::move(u.channel));
     return true;
   } catch (const ConnectionError& e) {

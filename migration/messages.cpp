@@ -1,5 +1,7 @@
 #include "messages.h"
 
+#include <algorithm>
+
 #include <bit>
 
 #include <fmt/format.h>
@@ -178,6 +180,16 @@ std::vector<uint8_t> encode(const Received& m) {
   w.u64(m.npages);
   write_bits(w, m.bits);
   return std::move(w.buffer());
+}
+
+std::vector<Received> split_received(const std::vector<uint64_t>& present, uint64_t npages) {
+  std::vector<Received> out;
+  for (uint64_t first = 0; first < npages; first += kMaxReceivedPages) {
+    uint64_t n = std::min(kMaxReceivedPages, npages - first);
+    out.push_back({first, n, std::vector<uint64_t>(present.begin() + static_cast<long>(first / 64),
+                                                   present.begin() + static_cast<long>((first + n + 63) / 64))});
+  }
+  return out;
 }
 
 Received decode_received(std::span<const uint8_t> p, uint64_t npages) {

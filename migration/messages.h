@@ -131,6 +131,9 @@ std::vector<uint8_t> encode(const PostcopyBegin& m);
 std::vector<uint8_t> encode(const StaleChunks& m);
 std::vector<uint8_t> encode(const Started& m);
 std::vector<uint8_t> encode(const Received& m);
+// A present-page bitmap of `npages` pages as Received frames of at most
+// kMaxReceivedPages pages each (the caller flags the last with kReceivedLast).
+std::vector<Received> split_received(const std::vector<uint64_t>& present, uint64_t npages);
 std::vector<uint8_t> encode_request(const std::vector<uint64_t>& pages);
 std::vector<uint8_t> encode_error(const std::string& reason);
 
