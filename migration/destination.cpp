@@ -281,7 +281,11 @@ void Destination::start_guest(const PostcopyBegin& begin) {
   main_bytes_at_postcopy_ = link_.main_bytes();
   vcpu_ = std::make_unique<vmm::VcpuThread>(*machine_);
   if (missing) {
+    // Mapping what precopy left is a saving, never urgent: at normal priority
+    // it took the cores from the vCPU and the faults (8 GiB hybrid: fault
+    // p99 11.0 ms, downtime 2.5 ms, medians of three runs).
     premap_thread_ = std::thread([this] {
+      vmm::make_current_thread_background("premap");
       try {
         pages_->install_present_ranges(complete_);
       } catch (const std::exception& e) {

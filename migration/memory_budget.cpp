@@ -13,8 +13,9 @@ MemoryBudget memory_budget(uint64_t mem_size, uint64_t page_size, bool hybrid) {
   // precopy adds pending_dirty_ and two round bitmaps (to send, dirtied).
   // Per destination page: the page server's claim byte and its missing bitmap.
   b.source = (5 + (hybrid ? 3 : 0)) * bitmap(chunks) + pages + bitmap(pages);
-  // Destination: PageStates' state and wanted bytes, its covered-chunk bitmap.
-  b.destination = 2 * pages + bitmap(chunks);
+  // Destination: PageStates' state and wanted bytes, its covered-chunk and
+  // content-page bitmaps.
+  b.destination = 2 * pages + bitmap(chunks) + bitmap(pages);
   return b;
 }
 

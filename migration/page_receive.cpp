@@ -92,7 +92,7 @@ uint64_t PageStates::receive_pages(Channel& ch, const std::array<uint8_t, kHeade
   received_ += received;
   skipped_ += skipped;
   if (!postcopy) {
-    mark_covered(v.offset / kChunk, v.count);
+    mark_covered(v);
     return 0;
   }
   return complete_pages(v, h.flags, whole, mine);

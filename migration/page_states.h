@@ -101,7 +101,9 @@ class PageStates {
 
  private:
   bool try_claim(uint64_t page);
-  void mark_covered(uint64_t first_chunk, uint64_t nchunks);
+  void mark_covered(const PagesView& v);
+  // Whether frame `v`, which holds all of `page`, carried data or a zero marker for it.
+  bool has_content(const PagesView& v, uint64_t page) const;
   bool page_covered(uint64_t page) const;
   // A frame that failed half-way gives back the pages it claimed: they are
   // missing again, to come with the next copy.
@@ -138,6 +140,7 @@ class PageStates {
   std::unique_ptr<std::atomic<uint8_t>[]> state_;
   std::unique_ptr<std::atomic<uint8_t>[]> wanted_;
   std::vector<uint64_t> covered_;  // precopy: bit per 4 KiB chunk some frame covered
+  std::vector<uint64_t> content_;  // precopy: bit per page some frame gave data or a zero marker
   std::atomic<uint64_t> present_{0}, pushed_{0}, answered_{0}, skipped_{0}, received_{0};
   const vmm::Userfaultfd* uffd_ = nullptr;
   FaultMetrics* metrics_ = nullptr;

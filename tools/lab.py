@@ -21,7 +21,9 @@ Last (not with --quick), tools/guest-view.py on each --guest-view-backends
 (default shmem, then hugetlb-2m): ours beside QEMU 11.1 (and 7.2 on shmem),
 each beside a control run without migration, with our faults joined with the
 guest's touches (the waterfall) and judged against floors measured in the
-same run, appended to results.md.
+same run, appended to results.md. Then tools/size-curve.py (--size-curve-runs
+rounds): downtime, push, fault p50/p99 and each VMM's memory from 512 MiB to
+8 GiB of guest RAM, also appended to results.md.
 
   tools/lab.py [--out DIR] [--quick] [--no-qemu] [--links loopback,veth:rate=1000:rtt=2[:prio=off]]
                [--sources gmem,shmem] [--sizes 16,64]
@@ -477,6 +479,9 @@ def main():
     ap.add_argument("--guest-view-runs", type=int, default=3,
                     help="rounds of tools/guest-view.py after the matrix (ours, QEMU 11.1 and 7.2, each beside a "
                          "control run; 0: none; not with --quick)")
+    ap.add_argument("--size-curve-runs", type=int, default=1,
+                    help="rounds of tools/size-curve.py (512 MiB to 8 GiB, shmem destination) after the matrix; "
+                         "0: none; not with --quick")
     ap.add_argument("--sources", default="gmem", help="comma list of source backends: gmem, shmem (default gmem)")
     ap.add_argument("--sizes", default=None, help="comma list of MiB the touch guest writes (default 64; 16 quick)")
     ap.add_argument("--links", default=None,
@@ -554,6 +559,16 @@ def main():
                 # QEMU 7.2 beside 11.1 on 4 KiB pages; on hugepages the newest is the peer.
                 peers = "11.1,7.2" if backend == "shmem" else "11.1"
                 guest_view(args.out, args.guest_view_runs, "" if args.no_qemu else peers, backend)
+        if not args.quick and args.size_curve_runs > 0:
+            curve = os.path.join(args.out, "size-curve")
+            r = subprocess.run([sys.executable, os.path.join(ROOT, "tools/size-curve.py"), "--runs",
+                                str(args.size_curve_runs), "--dsts", "shmem", "--out", curve])
+            if os.path.exists(os.path.join(curve, "size-curve.md")):
+                with open(os.path.join(args.out, "results.md"), "a") as f:
+                    f.write("\n## How the cost grows with guest RAM (tools/size-curve.py)\n\n")
+                    f.write(open(os.path.join(curve, "size-curve.md")).read())
+            elif r.returncode:
+                print("lab: tools/size-curve.py failed (exit %d)" % r.returncode, file=sys.stderr)
         print("\nlab: results in %s (results.md, cdf.png, timeline.png, histograms.png)" % args.out)
     finally:
         for size_arg, n in reserved:

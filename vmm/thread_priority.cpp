@@ -29,4 +29,13 @@ void make_current_thread_urgent(const char* name) {
                  niced ? "at nice -10 instead" : "at normal priority (nice -10 refused too)");
 }
 
+void make_current_thread_background(const char* name) {
+  pthread_setname_np(pthread_self(), name);
+  sched_param sp{};
+  int rc = pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);
+  static std::atomic<bool> warned{false};
+  if (rc != 0 && !warned.exchange(true))
+    spdlog::warn("threads: SCHED_IDLE refused ({}); {} runs at normal priority", describe_errno(rc), name);
+}
+
 }  // namespace vmm

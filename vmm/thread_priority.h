@@ -10,4 +10,9 @@ namespace vmm {
 // not allowed, raises its nice level instead and says so once.
 void make_current_thread_urgent(const char* name);
 
+// Makes the calling thread SCHED_IDLE: it runs only on a core nothing else
+// wants (background work that must never delay a vCPU or a fault). Says once
+// when refused; the thread then runs at normal priority.
+void make_current_thread_background(const char* name);
+
 }  // namespace vmm

@@ -347,6 +347,26 @@ TEST(Lab, QuickRunWritesTableAndPlots) {
   EXPECT_NE(md.find("tcp_rtt_4k p50"), std::string::npos) << md;
   for (const char* png : {"cdf.png", "timeline.png", "histograms.png"})
     EXPECT_FALSE(slurp(out + "/" + png).empty()) << png << " was not drawn";
+  // The TLS twin of the 4 KiB case, beside it.
+  EXPECT_NE(md.find("| gmem-to-shmem-postcopy-16M-tls | 4 KiB |"), std::string::npos) << md;
+  EXPECT_NE(md.find("What TLS costs"), std::string::npos) << md;
+}
+
+// tools/size-curve.py at two small sizes: a row per size, each VERIFY OK, and
+// the targets judged against the smaller one.
+TEST(Lab, SizeCurveComparesGuestSizesInOneRun) {
+  if (!have_kvm()) GTEST_SKIP() << "no usable /dev/kvm on this host";
+  std::string out = ::testing::TempDir() + "size-curve";
+  auto r = run_command(fmt::format("python3 {}/size-curve.py --runs 1 --sizes 512M,1G --dsts shmem --modes postcopy "
+                                   "--working-set 32 --out {} 2>&1",
+                                   TOOLS_DIR, out),
+                       280);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("| 512 MiB | shmem | postcopy |"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("| 1 GiB | shmem | postcopy |"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("| 1/1 |"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("- shmem postcopy: downtime "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("VMM memory beyond guest RAM at 1 GiB"), std::string::npos) << r.output;
 }
 
 TEST(Lab, ShapedLinkMeasuresFloorsAcrossTheSameLink) {

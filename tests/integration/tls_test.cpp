@@ -154,6 +154,14 @@ TEST(Tls, MigrateOnTheApiSocketTakesItsOwnKeyFile) {
       << slurp(dir() + "api-src.log");
 }
 
+// Without a key, listening beyond loopback is said to be open to anyone. (A
+// documentation address: the bind fails, nothing is ever sent.)
+TEST(Tls, ListeningBeyondLoopbackWithoutAKeyWarns) {
+  auto r = run_command(fmt::format("{} receive --listen 192.0.2.1:4444 --memory shmem 2>&1", VMM_BIN));
+  EXPECT_NE(r.output.find("anyone who can reach it can start a VM on this host"), std::string::npos) << r.output;
+  EXPECT_EQ(r.exit_code, 125) << r.output;
+}
+
 TEST(Tls, AKeyFileThatHoldsNoKeyIsAClearError) {
   std::string bad = dir() + "bad.key";
   run_command(fmt::format("mkdir -p {} && echo 'not a key' >{}", dir(), bad));

@@ -35,8 +35,8 @@ TEST(MemoryBudget, StaysUnderOnePercentOfGuestRamAtFourKibPagesFromOneGibToOneTi
       EXPECT_LE(b.source + MemoryBudget::kSourceFixed, size / 100) << size;
       EXPECT_LE(b.destination + MemoryBudget::kDestinationFixed, size / 100) << size;
     }
-  // Per page of guest RAM at 4 KiB: the destination holds 2 bytes and a bit.
-  EXPECT_EQ(memory_budget(kTiB, 4096, false).destination, 2 * (kTiB / 4096) + kTiB / 4096 / 8);
+  // Per page of guest RAM at 4 KiB: the destination holds 2 bytes and two bits.
+  EXPECT_EQ(memory_budget(kTiB, 4096, false).destination, 2 * (kTiB / 4096) + 2 * (kTiB / 4096 / 8));
 }
 
 // The destination's states for a 1 TiB guest, built for real (no guest RAM:
