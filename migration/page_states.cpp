@@ -265,7 +265,6 @@ bool PageStates::try_claim(uint64_t page) {
   }
 }
 
-// Marks the pages this frame finished present and maps them, in runs.
 bool PageStates::has_content(const PagesView& v, uint64_t page) const {
   uint64_t per = page_size_ / kChunk, c0 = page * per - v.offset / kChunk;
   for (uint64_t i = c0; i < c0 + per; i++)
@@ -273,6 +272,7 @@ bool PageStates::has_content(const PagesView& v, uint64_t page) const {
   return false;
 }
 
+// Marks the pages this frame finished present and maps them, in runs.
 uint64_t PageStates::complete_pages(const PagesView& v, uint32_t flags, bool whole, const std::vector<bool>& mine) {
   uint64_t begin = v.offset, end = v.offset + uint64_t{v.count} * kChunk;
   uint64_t first = begin / page_size_, last = end / page_size_;

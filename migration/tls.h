@@ -47,7 +47,8 @@ std::vector<uint8_t> parse_psk_text(const std::string& text, const std::string& 
 
 // The transport under Asio's ssl::stream: the TCP socket read without blocking
 // once the handshake is done (would_block when nothing is there), and until
-// then within the handshake's deadline; writes block.
+// then within the handshake's deadline; writes block. Only the error-code
+// forms: Asio's synchronous TLS operations use nothing else.
 class TlsSocket {
  public:
   using lowest_layer_type = boost::asio::ip::tcp::socket::lowest_layer_type;
@@ -62,23 +63,9 @@ class TlsSocket {
   size_t read_some(const MutableBuffers& b, boost::system::error_code& ec) {
     return read_one(*boost::asio::buffer_sequence_begin(b), ec);
   }
-  template <typename MutableBuffers>
-  size_t read_some(const MutableBuffers& b) {
-    boost::system::error_code ec;
-    size_t n = read_some(b, ec);
-    if (ec) throw boost::system::system_error(ec);
-    return n;
-  }
   template <typename ConstBuffers>
   size_t write_some(const ConstBuffers& b, boost::system::error_code& ec) {
     return write_one(*boost::asio::buffer_sequence_begin(b), ec);
-  }
-  template <typename ConstBuffers>
-  size_t write_some(const ConstBuffers& b) {
-    boost::system::error_code ec;
-    size_t n = write_some(b, ec);
-    if (ec) throw boost::system::system_error(ec);
-    return n;
   }
 
   // Until the handshake is done, reads wait for data until `deadline`.

@@ -4,7 +4,6 @@
 #include <unistd.h>
 
 #include <fstream>
-#include <random>
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
@@ -25,16 +24,12 @@ struct MigrationRun {
   nlohmann::json report;
 };
 
-uint16_t pick_port() {
-  static std::mt19937 rng(static_cast<unsigned>(::getpid()));
-  return static_cast<uint16_t>(20000 + rng() % 20000);
-}
 
 // Starts `vmm receive` in the background, then the source; waits for both.
 MigrationRun migrate(const std::string& src_args, const std::string& dst_args, const std::string& guest,
                      const std::string& between = "") {
   std::string dir = ::testing::TempDir();
-  uint16_t port = pick_port();
+  uint16_t port = test::free_port();
   std::string script = fmt::format(
       "{vmm} receive --listen 127.0.0.1:{port} {dst} --report {d}/report.json >{d}/dst.log 2>&1 & D=$!; "
       "sleep 0.3; "
@@ -259,7 +254,7 @@ TEST(Migration, ApiSocketMigratesARunningGuest) {
   if (!have_kvm()) GTEST_SKIP() << "no usable /dev/kvm on this host";
   std::string dir = ::testing::TempDir();
   std::string sock = dir + "vm.sock";
-  uint16_t port = pick_port();
+  uint16_t port = test::free_port();
   auto r = run_command(fmt::format(
       "rm -f {sock}; {vmm} receive --listen 127.0.0.1:{port} --memory shmem >{d}/api-dst.log 2>&1 & D=$!; "
       "{vmm} run --kernel {elf} --cmdline 'workload=touch size=8 seconds=3' --memory gmem --mem-size 64M "

@@ -2,6 +2,7 @@
 // small helpers every integration test needs.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 namespace test {
@@ -18,6 +19,9 @@ bool have_program(const std::string& name);
 
 // /dev/kvm can be opened read-write.
 bool have_kvm();
+
+// A loopback TCP port the kernel just handed out (0 if it would not).
+uint16_t free_port();
 
 // A file's whole text ("" if it cannot be read).
 std::string slurp(const std::string& path);

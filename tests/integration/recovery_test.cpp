@@ -20,21 +20,6 @@ using test::have_kvm;
 using test::run_command;
 using test::slurp;
 
-// A loopback port the kernel just handed out.
-uint16_t free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) < 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) < 0) {
-    if (fd >= 0) ::close(fd);
-    return 0;
-  }
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
 
 struct Outcome {
   int src_rc = -1, dst_rc = -1;
@@ -61,7 +46,7 @@ struct Case {
 Outcome run(const Case& s) {
   std::string d = ::testing::TempDir() + "recovery/";
   run_command("rm -rf " + d + " && mkdir -p " + d);
-  uint16_t dport = free_port(), pport = free_port();
+  uint16_t dport = test::free_port(), pport = test::free_port();
   std::string link = fmt::format("--link-timeout {} --recovery-timeout {} {}", s.link_timeout, s.recovery_timeout,
                                  s.both);
   std::string script = fmt::format(
@@ -271,7 +256,7 @@ TEST(LinkRecovery, StatusOnTheApiSocketShowsThePauseWhileItLasts) {
   NEEDS_KVM();
   std::string d = ::testing::TempDir() + "recovery-api/";
   run_command("rm -rf " + d + " && mkdir -p " + d);
-  uint16_t dport = free_port(), pport = free_port();
+  uint16_t dport = test::free_port(), pport = test::free_port();
   std::string script = fmt::format(
       "wait_for() {{ for i in $(seq 400); do grep -q \"$2\" $1 2>/dev/null && return 0; sleep 0.025; done; return 1; }}\n"
       "{vmm} receive --listen 127.0.0.1:{dp} --memory shmem --link-timeout 3 --serial-log {d}dst.serial >{d}dst.log 2>&1 & D=$!\n"

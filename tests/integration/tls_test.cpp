@@ -22,20 +22,6 @@ using test::slurp;
 #define NEEDS_KVM() \
   if (!have_kvm()) GTEST_SKIP() << "no usable /dev/kvm on this host"
 
-uint16_t kernel_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) < 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) < 0) {
-    if (fd >= 0) ::close(fd);
-    return 0;
-  }
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
 
 std::string dir() { return ::testing::TempDir() + "tls/"; }
 
@@ -57,7 +43,7 @@ struct Result {
 Result migrate(const std::string& dst, const std::string& src, const std::string& guest, bool dst_stays = false,
             const std::string& before = "") {
   run_command("mkdir -p " + dir());
-  uint16_t port = kernel_port();
+  uint16_t port = test::free_port();
   std::string d = dir();
   std::string script = fmt::format(
       "PORT={port}\n"
