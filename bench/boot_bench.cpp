@@ -28,7 +28,7 @@ void boot(benchmark::State& state, vmm::Backend backend, vmm::GmemBind bind) {
   vmm::MachineConfig config{GUEST_ELF, "workload=hello", backend, bind, size};
   // Freshly reserved hugepages are cold in the outer hypervisor (the first pass
   // was measured ~40x slower): boot once untimed so every backend starts warm.
-  { vmm::Machine(kvm, config, [](std::string_view) {}).run(); }
+  { vmm::Machine(kvm, config, [](std::string_view) {}).run(0); }
   double exit_ms_total = 0;
   for (auto _ : state) {
     std::optional<Clock::time_point> first;
@@ -36,7 +36,7 @@ void boot(benchmark::State& state, vmm::Backend backend, vmm::GmemBind bind) {
     vmm::Machine machine(kvm, config, [&](std::string_view) {
       if (!first) first = Clock::now();
     });
-    auto out = machine.run();
+    auto out = machine.run(0);
     auto t1 = Clock::now();
     if (out.reason != vmm::StopReason::GuestExit || out.exit_code != 0 || !first) {
       state.SkipWithError("guest did not boot cleanly");

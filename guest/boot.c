@@ -2,7 +2,9 @@
  * Ring-0 setup, kept to the minimum: on hosts whose KVM emulates ring-0 guest
  * code (PVM), every instruction here is ~100x slower than in ring 3. So ring 0
  * only maps RAM, installs TSS + IDT (so a fault in ring 3 is reported, not a
- * triple fault), arms kvmclock, and leaves for ring 3 with IOPL 3.
+ * triple fault), arms kvmclock, starts the other CPUs (smp.c) and leaves for
+ * ring 3 with IOPL 3. Each AP installs its own TSS and the shared IDT in
+ * ap_main() and leaves for ring 3 too.
  */
 #include "guest.h"
 
@@ -16,7 +18,7 @@ extern uint64_t pdpt[512];
 extern uint64_t page_dirs[MAX_MAPPED_GIB][512];
 extern uint64_t gdt64[];
 extern const uint64_t exc_stub_table[22];
-extern void enter_user(uint64_t rip, uint64_t rsp);
+extern void enter_user(uint64_t rip, uint64_t rsp, uint64_t arg);
 void user_main(void);
 
 uint64_t ram_top;
@@ -43,10 +45,10 @@ struct idt_gate {
   uint32_t reserved;
 } __attribute__((packed));
 
-static struct tss64 tss __attribute__((aligned(16)));
+static struct tss64 tss[MAX_CPUS] __attribute__((aligned(16)));
 static struct idt_gate idt[32] __attribute__((aligned(16)));
-static uint8_t exception_stack[8192] __attribute__((aligned(16)));
-static uint8_t user_stack[65536] __attribute__((aligned(16)));
+static uint8_t exception_stack[MAX_CPUS][8192] __attribute__((aligned(16)));
+static uint8_t user_stack[MAX_CPUS][65536] __attribute__((aligned(16)));
 
 static void find_ram_top(const struct hvm_start_info *si) {
   ram_top = 0;
@@ -66,28 +68,33 @@ static void map_all_ram(void) {
   if (gib > 1) mapped_top = gib * GIB;
 }
 
-static void install_tss(void) {
-  tss.rsp[0] = (uint64_t)(uintptr_t)(exception_stack + sizeof exception_stack);
+static void install_tss(unsigned cpu) {
+  struct tss64 *t = &tss[cpu];
+  t->rsp[0] = (uint64_t)(uintptr_t)(exception_stack[cpu] + sizeof exception_stack[cpu]);
   /* IOPL 3 alone should let ring 3 use the ports, but some KVMs (PVM) do not
    * honour a guest's IOPL; the I/O permission bitmap grants COM1 and the exit
    * port explicitly, which every x86 implementation must check. */
-  tss.iomap_base = (uint16_t)__builtin_offsetof(struct tss64, iomap);
-  for (unsigned i = 0; i <= IOMAP_BYTES; i++) tss.iomap[i] = 0xff;
-  tss.iomap[0x3f8 / 8] = 0x00;             /* COM1 0x3f8..0x3ff */
-  tss.iomap[0x501 / 8] &= (uint8_t)~0x06;  /* debug exit 0x501..0x502 */
-  tss.iomap[0x80 / 8] &= (uint8_t)~0x01;   /* POST port 0x80: touch.c times exits with it */
-  uint64_t base = (uint64_t)(uintptr_t)&tss, limit = sizeof tss - 1;
-  gdt64[5] = (limit & 0xffff) | ((base & 0xffffff) << 16) | (0x89ULL << 40) | (((limit >> 16) & 0xf) << 48) |
-             (((base >> 24) & 0xff) << 56);
-  gdt64[6] = base >> 32;
-  __asm__ volatile("ltr %w0" ::"r"(0x28));
+  t->iomap_base = (uint16_t)__builtin_offsetof(struct tss64, iomap);
+  for (unsigned i = 0; i <= IOMAP_BYTES; i++) t->iomap[i] = 0xff;
+  t->iomap[0x3f8 / 8] = 0x00;             /* COM1 0x3f8..0x3ff */
+  t->iomap[0x501 / 8] &= (uint8_t)~0x06;  /* debug exit 0x501..0x502 */
+  t->iomap[0x80 / 8] &= (uint8_t)~0x01;   /* POST port 0x80: touch.c times exits with it */
+  uint64_t base = (uint64_t)(uintptr_t)t, limit = sizeof *t - 1;
+  unsigned slot = 5 + 2 * cpu; /* selector 0x28 + 16 * cpu */
+  gdt64[slot] = (limit & 0xffff) | ((base & 0xffffff) << 16) | (0x89ULL << 40) | (((limit >> 16) & 0xf) << 48) |
+                (((base >> 24) & 0xff) << 56);
+  gdt64[slot + 1] = base >> 32;
+  __asm__ volatile("ltr %w0" ::"r"((uint16_t)(0x28 + 16 * cpu)));
 }
 
-static void install_idt(void) {
+static void fill_idt(void) {
   for (int v = 0; v < 22; v++) {
     uint64_t h = exc_stub_table[v];
     idt[v] = (struct idt_gate){(uint16_t)h, 0x08, 0, 0x8e, (uint16_t)(h >> 16), (uint32_t)(h >> 32), 0};
   }
+}
+
+static void load_idt(void) {
   struct {
     uint16_t limit;
     uint64_t base;
@@ -103,10 +110,21 @@ void boot_main(void) {
   }
   find_ram_top(si);
   map_all_ram();
-  install_tss();
-  install_idt();
+  install_tss(0);
+  fill_idt();
+  load_idt();
   clock_init_ring0();
-  enter_user((uint64_t)(uintptr_t)user_main, (uint64_t)(uintptr_t)(user_stack + sizeof user_stack));
+  smp_start_aps();
+  enter_user((uint64_t)(uintptr_t)user_main, (uint64_t)(uintptr_t)(user_stack[0] + sizeof user_stack[0]), 0);
+}
+
+/* An AP, from ap_long_entry (entry.S) on its own 8 KiB stack. */
+void ap_main(unsigned cpu) {
+  if (cpu >= MAX_CPUS) for (;;) __asm__ volatile("hlt");
+  install_tss(cpu);
+  load_idt();
+  smp_ap_ring0(cpu);
+  enter_user((uint64_t)(uintptr_t)ap_user_main, (uint64_t)(uintptr_t)(user_stack[cpu] + sizeof user_stack[cpu]), cpu);
 }
 
 struct exc_frame {

@@ -76,10 +76,13 @@ long_mode_entry:
 2:	hlt
 	jmp 2b
 
-/* void enter_user(uint64_t rip, uint64_t rsp): iretq to ring 3 with IOPL 3, IF 0. */
+/* void enter_user(uint64_t rip, uint64_t rsp, uint64_t arg): iretq to ring 3
+ * with IOPL 3, IF 0, calling rip(arg). */
 	.text
 	.globl enter_user
 enter_user:
+	movq %rdi, %rcx
+	movq %rdx, %rdi
 	movw $0x1b, %ax
 	movw %ax, %ds
 	movw %ax, %es
@@ -89,8 +92,61 @@ enter_user:
 	pushq %rsi
 	pushq $0x3002
 	pushq $0x23
-	pushq %rdi
+	pushq %rcx
 	iretq
+
+/*
+ * Application processors. The boot CPU copies ap_trampoline to
+ * AP_TRAMPOLINE (smp.c) and sends INIT, SIPI, SIPI with vector
+ * AP_TRAMPOLINE >> 12: each AP starts there in real mode with
+ * CS = AP_TRAMPOLINE >> 4, IP = 0. It goes straight to long mode (PAE,
+ * the boot CPU's page tables, EFER.LME, then PE and PG together), takes the
+ * next AP number and its stack, and calls ap_main(number) in C.
+ */
+	.section .rodata
+	.code16
+	.globl ap_trampoline, ap_trampoline_end
+ap_trampoline:
+	cli
+	cld
+	movl %cr4, %eax
+	orl $0x20, %eax              /* PAE */
+	movl %eax, %cr4
+	movl $pml4, %eax
+	movl %eax, %cr3
+	movl $MSR_EFER, %ecx
+	rdmsr
+	orl $0x100, %eax             /* LME */
+	wrmsr
+	lgdtl %cs:(ap_gdt_ptr - ap_trampoline)
+	movl %cr0, %eax
+	orl $0x80000001, %eax        /* PG | PE */
+	movl %eax, %cr0
+	ljmpl $0x08, $ap_long_entry
+	.p2align 2
+ap_gdt_ptr:
+	.word gdt64_end - gdt64 - 1
+	.long gdt64
+ap_trampoline_end:
+
+	.text
+	.code64
+ap_long_entry:
+	movw $0x10, %ax
+	movw %ax, %ds
+	movw %ax, %es
+	movw %ax, %ss
+	movw %ax, %fs
+	movw %ax, %gs
+	movl $1, %edi
+	lock xaddl %edi, ap_next     /* %edi = this AP's CPU number, 1.. */
+	movq %rdi, %rax
+	shlq $13, %rax               /* AP_STACK_BYTES = 8 KiB each */
+	leaq ap_stacks(%rip), %rsp
+	addq %rax, %rsp              /* the top of stack %edi - 1 is the base of stack %edi */
+	call ap_main
+4:	hlt
+	jmp 4b
 
 /* Exception stubs: normalise the frame (push 0 where the CPU pushes no error
  * code), then call exception_handler(vector, frame). */
@@ -159,7 +215,9 @@ gdt64:
 	.quad 0x00cf92000000ffff     /* 0x10 kernel data */
 	.quad 0x00cff2000000ffff     /* 0x18 user data, DPL 3 (selector 0x1b) */
 	.quad 0x00affa000000ffff     /* 0x20 user code, 64-bit, DPL 3 (selector 0x23) */
-	.quad 0, 0                   /* 0x28 TSS, filled by boot_main() */
+	.rept 8                      /* 0x28 + 16 * cpu: each CPU's TSS, filled by tss_install() */
+	.quad 0, 0
+	.endr
 gdt64_end:
 gdt64_ptr:
 	.word gdt64_end - gdt64 - 1
@@ -179,3 +237,13 @@ boot_stack_top:
 	.p2align 2
 pvh_start_info_paddr:
 	.skip 4
+	.globl ap_stacks
+	.p2align 4
+ap_stacks:                       /* 8 KiB for each AP, 1..7 */
+	.skip 8192 * 7
+
+	.data
+	.globl ap_next
+	.p2align 2
+ap_next:
+	.long 1

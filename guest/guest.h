@@ -59,6 +59,18 @@ int str_eq(const char *a, const char *b);
 void clock_init_ring0(void);
 uint64_t clock_tsc_khz(const char **source);
 
+/* smp.c: the other CPUs, from the MP table, started with INIT-SIPI-SIPI. */
+#define MAX_CPUS 8
+void smp_start_aps(void);            /* ring 0, boot CPU: send the IPIs */
+void smp_wait_aps(uint64_t tsc_khz); /* ring 3, boot CPU: wait for them, print what came up */
+void smp_ap_ring0(unsigned cpu);     /* ring 0, each AP: its LAPIC */
+void ap_user_main(unsigned cpu);     /* ring 3, each AP: run what smp_run() posts */
+/* Runs fn(cpu, arg) on every started CPU (the caller is CPU 0) and returns when all did. */
+void smp_run(void (*fn)(unsigned cpu, void *arg), void *arg);
+extern unsigned smp_cpus; /* CPUs running, the boot CPU included */
+
+static inline void cpu_relax(void) { __asm__ volatile("pause" ::: "memory"); }
+
 /* touch.c */
 int workload_touch(void);
 

@@ -2,7 +2,7 @@
 #include "guest.h"
 
 static void hello(void) {
-  con_printf("guest: workload hello: all good\n");
+  con_printf("guest: workload hello: all good, cpus=%u\n", smp_cpus);
   guest_exit(EXIT_OK);
 }
 
@@ -11,6 +11,8 @@ void user_main(void) {
   cmdline_init((const char *)(uintptr_t)si->cmdline_paddr);
   con_printf("guest: PVH boot ok, ring 3, ram_top=%lu MiB, mapped=%lu MiB, cmdline=\"%s\"\n", ram_top / MIB,
              mapped_top / MIB, cmdline_raw());
+  const char *src;
+  smp_wait_aps(clock_tsc_khz(&src));
 
   char workload[32] = "hello";
   cmdline_str("workload", workload, sizeof workload);

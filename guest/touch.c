@@ -1,5 +1,5 @@
 /*
- * workload=touch size=MIB seconds=S
+ * workload=touch size=MIB seconds=S [share=disjoint|shared]
  *
  * Fill: every 4 KiB page of the buffer gets {index, generation, checksum, pattern}.
  * Touch: for S seconds rewrite pseudo-random pages with the next generation,
@@ -15,6 +15,13 @@
  * Slow touches (>= record_us, default 32) are kept as {when, page, latency}
  * and printed at the end (SLOW/SLOWREC lines), after verification, so that
  * a VMM can join each one with its own record of the fault behind it.
+ * Several CPUs: CPU 0 fills the buffer, then every CPU touches at once from
+ * one start to one end. share=disjoint: each CPU its own slice of the buffer
+ * and its own random sequence. share=shared: every CPU the whole buffer with
+ * the same sequence, so they reach the same pages together; each touch first
+ * reads the page (where both CPUs fault together), then takes the page's
+ * lock (bit 31 of its generation) to rewrite it. Histograms, counts and the
+ * slow record are kept per CPU; HIST sums them, HISTCPU gives each CPU's.
  */
 #include "guest.h"
 
@@ -45,12 +52,35 @@ struct region {
   uint64_t npages;
 };
 
-static uint64_t rng_state = 0x9e3779b97f4a7c15ULL;
-static uint64_t rng_next(void) {
-  rng_state ^= rng_state >> 12;
-  rng_state ^= rng_state << 25;
-  rng_state ^= rng_state >> 27;
-  return rng_state * 0x2545f4914f6cdd1dULL;
+#define GEN_LOCK 0x80000000u
+
+/* What one CPU does and sees; CPU 0's seed is the one-CPU guest's. */
+struct cpu_touch {
+  uint64_t first, npages; /* the pages it touches: [first, first + npages) */
+  uint64_t rng;
+  uint64_t hist[HIST_BUCKETS];
+  struct slow_stats st;
+  struct slow_touch *log; /* its share of slow_log */
+  uint64_t log_cap;
+  volatile uint64_t touches;
+  uint64_t slow;
+} __attribute__((aligned(64)));
+
+static struct cpu_touch cpu_work[MAX_CPUS];
+
+struct touch_job {
+  struct region *r;
+  uint64_t start, end, khz;
+  int shared;
+};
+
+static uint64_t rng_next(uint64_t *state) {
+  uint64_t x = *state;
+  x ^= x >> 12;
+  x ^= x << 25;
+  x ^= x >> 27;
+  *state = x;
+  return x * 0x2545f4914f6cdd1dULL;
 }
 
 static uint64_t seed_of(uint64_t index, uint64_t gen) {
@@ -153,38 +183,98 @@ static unsigned bucket_of(uint64_t us) {
   return b;
 }
 
-static void record_touch(struct slow_stats *st, uint64_t t_us, uint64_t page, uint64_t us) {
+static void record_touch(struct cpu_touch *w, uint64_t t_us, uint64_t page, uint64_t us) {
+  struct slow_stats *st = &w->st;
   if (us > st->max_us) st->max_us = us, st->max_t_us = t_us, st->max_page = page;
   if (us < st->threshold_us) return;
-  if (st->records == SLOW_RECORDS) {
+  if (st->records == w->log_cap) {
     st->dropped++;
     return;
   }
-  slow_log[st->records++] = (struct slow_touch){(uint32_t)t_us, (uint32_t)page, (uint32_t)us};
+  w->log[st->records++] = (struct slow_touch){(uint32_t)t_us, (uint32_t)page, (uint32_t)us};
 }
 
-static void touch_loop(struct region *r, uint64_t seconds, uint64_t khz, uint64_t hist[HIST_BUCKETS],
-                       struct slow_stats *st) {
-  uint64_t start = rdtsc(), hz = khz * 1000, end = start + seconds * hz, next = start + hz;
-  uint64_t touches = 0, slow = 0;
-  for (uint64_t now = start; now < end;) {
-    uint64_t idx = rng_next() % r->npages;
+/* share=shared: read first (the fault every CPU on this page waits for
+ * together), then own the page to rewrite it. */
+static uint32_t lock_page(struct region *r, uint64_t idx) {
+  (void)*(volatile uint64_t *)(r->pages + idx * WORDS);
+  uint32_t *g = &r->gen[idx];
+  for (;;) {
+    uint32_t cur = __atomic_load_n(g, __ATOMIC_RELAXED);
+    if (!(cur & GEN_LOCK) && __atomic_compare_exchange_n(g, &cur, cur | GEN_LOCK, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+      return cur;
+    cpu_relax();
+  }
+}
+
+static uint64_t total_touches(void) {
+  uint64_t n = 0;
+  for (unsigned c = 0; c < smp_cpus; c++) n += cpu_work[c].touches;
+  return n;
+}
+
+/* One CPU's touches; CPU 0 also prints the progress once a second. */
+static void touch_cpu(unsigned cpu, void *arg) {
+  const struct touch_job *j = arg;
+  struct region *r = j->r;
+  struct cpu_touch *w = &cpu_work[cpu];
+  uint64_t hz = j->khz * 1000, next = j->start + hz;
+  for (uint64_t now = rdtsc(); now < j->end;) {
+    uint64_t idx = w->first + rng_next(&w->rng) % w->npages;
     uint64_t t0 = rdtsc();
-    uint32_t gen = ++r->gen[idx];
-    write_page(r->pages + idx * WORDS, idx, gen);
+    if (j->shared) {
+      uint32_t gen = lock_page(r, idx) + 1;
+      write_page(r->pages + idx * WORDS, idx, gen);
+      __atomic_store_n(&r->gen[idx], gen, __ATOMIC_RELEASE);
+    } else {
+      uint32_t gen = ++r->gen[idx];
+      write_page(r->pages + idx * WORDS, idx, gen);
+    }
     now = rdtsc();
-    uint64_t us = (now - t0) * 1000 / khz;
-    hist[bucket_of(us)]++;
-    touches++;
-    if (us >= SLOW_US) slow++;
-    record_touch(st, (t0 - start) * 1000 / khz, idx, us);
-    if (now >= next) {
-      con_printf("touch: t=%lus touches=%lu slow(>=%uus)=%lu max=%luus\n", (now - start) / hz, touches, SLOW_US, slow,
-                 st->max_us);
+    uint64_t us = (now - t0) * 1000 / j->khz;
+    w->hist[bucket_of(us)]++;
+    w->touches++;
+    if (us >= SLOW_US) w->slow++;
+    record_touch(w, (t0 - j->start) * 1000 / j->khz, idx, us);
+    if (cpu == 0 && now >= next) {
+      con_printf("touch: t=%lus touches=%lu slow(>=%uus)=%lu max=%luus\n", (now - j->start) / hz, total_touches(),
+                 SLOW_US, w->slow, w->st.max_us);
       next += hz;
     }
   }
-  con_printf("touch: done touches=%lu slow(>=%uus)=%lu max=%luus\n", touches, SLOW_US, slow, st->max_us);
+}
+
+/* Each CPU's part, seed and share of the slow record. */
+static void plan_cpus(const struct region *r, int shared, uint64_t threshold_us) {
+  for (unsigned c = 0; c < smp_cpus; c++) {
+    struct cpu_touch *w = &cpu_work[c];
+    w->first = shared ? 0 : r->npages * c / smp_cpus;
+    w->npages = shared ? r->npages : r->npages * (c + 1) / smp_cpus - w->first;
+    w->rng = 0x9e3779b97f4a7c15ULL;
+    if (!shared && c) w->rng = seed_of(c, 0) | 1;
+    w->log_cap = SLOW_RECORDS / smp_cpus;
+    w->log = slow_log + w->log_cap * c;
+    w->st = (struct slow_stats){.threshold_us = threshold_us};
+  }
+}
+
+static void touch_all(struct region *r, uint64_t seconds, uint64_t khz, int shared, struct slow_stats *st) {
+  struct touch_job j = {r, 0, 0, khz, shared};
+  j.start = rdtsc();
+  j.end = j.start + seconds * khz * 1000;
+  smp_run(touch_cpu, &j);
+  uint64_t slow = 0;
+  for (unsigned c = 0; c < smp_cpus; c++) {
+    const struct cpu_touch *w = &cpu_work[c];
+    slow += w->slow;
+    st->records += w->st.records;
+    st->dropped += w->st.dropped;
+    if (w->st.max_us >= st->max_us) st->max_us = w->st.max_us, st->max_t_us = w->st.max_t_us, st->max_page = w->st.max_page;
+    if (smp_cpus > 1)
+      con_printf("touch: cpu=%u pages=[%lu,%lu) touches=%lu slow(>=%uus)=%lu max=%luus\n", c, w->first,
+                 w->first + w->npages, w->touches, SLOW_US, w->slow, w->st.max_us);
+  }
+  con_printf("touch: done touches=%lu slow(>=%uus)=%lu max=%luus\n", total_touches(), SLOW_US, slow, st->max_us);
 }
 
 /* SLOW: the summary; SLOWREC: records as t_us:page:us, RECS_PER_LINE a line. */
@@ -193,11 +283,14 @@ static void print_slow(const struct region *r, const struct slow_stats *st) {
              "max_page=%lu\n",
              st->threshold_us, st->records, st->dropped, (uint64_t)(uintptr_t)r->pages, PAGE_SIZE, st->max_us,
              st->max_t_us, st->max_page);
-  for (uint64_t i = 0; i < st->records; i += RECS_PER_LINE) {
-    con_write("SLOWREC");
-    for (uint64_t j = i; j < st->records && j < i + RECS_PER_LINE; j++)
-      con_printf(" %u:%u:%u", slow_log[j].t_us, slow_log[j].page, slow_log[j].us);
-    con_putc('\n');
+  for (unsigned c = 0; c < smp_cpus; c++) {
+    const struct cpu_touch *w = &cpu_work[c];
+    for (uint64_t i = 0; i < w->st.records; i += RECS_PER_LINE) {
+      con_write("SLOWREC");
+      for (uint64_t k = i; k < w->st.records && k < i + RECS_PER_LINE; k++)
+        con_printf(" %u:%u:%u", w->log[k].t_us, w->log[k].page, w->log[k].us);
+      con_putc('\n');
+    }
   }
 }
 
@@ -213,44 +306,64 @@ static int verify(const struct region *r) {
     bad++;
   }
   if (bad) {
-    con_printf("VERIFY FAIL bad_pages=%lu of %lu\n", bad, r->npages);
+    con_printf("VERIFY FAIL bad_pages=%lu of %lu cpus=%u\n", bad, r->npages, smp_cpus);
     return 0;
   }
-  con_printf("VERIFY OK pages=%lu\n", r->npages);
+  con_printf("VERIFY OK pages=%lu cpus=%u\n", r->npages, smp_cpus);
   return 1;
 }
 
-static void print_hist(const uint64_t hist[HIST_BUCKETS]) {
-  con_printf("HIST touch latency seen by the guest (rdtsc), log2 microsecond buckets\n");
+static void print_hist(void) {
+  con_printf("HIST touch latency seen by the guest (rdtsc), log2 microsecond buckets, all CPUs\n");
   for (unsigned b = 0; b < HIST_BUCKETS; b++) {
-    if (!hist[b]) continue;
+    uint64_t n = 0;
+    for (unsigned c = 0; c < smp_cpus; c++) n += cpu_work[c].hist[b];
+    if (!n) continue;
     uint64_t lo = b ? 1ULL << (b - 1) : 0, hi = 1ULL << b;
-    con_printf("HIST lo_us=%lu hi_us=%lu count=%lu\n", lo, hi, hist[b]);
+    con_printf("HIST lo_us=%lu hi_us=%lu count=%lu\n", lo, hi, n);
   }
+  for (unsigned c = 0; c < smp_cpus && smp_cpus > 1; c++)
+    for (unsigned b = 0; b < HIST_BUCKETS; b++)
+      if (cpu_work[c].hist[b])
+        con_printf("HISTCPU cpu=%u lo_us=%lu hi_us=%lu count=%lu\n", c, b ? 1UL << (b - 1) : 0, 1UL << b,
+                   cpu_work[c].hist[b]);
 }
 
 int workload_touch(void) {
-  uint64_t size = 64, seconds = 2, hist[HIST_BUCKETS] = {0};
+  uint64_t size = 64, seconds = 2;
   struct slow_stats st = {.threshold_us = 32};
+  char share[16] = "disjoint";
   if (cmdline_u64("size", &size) < 0 || cmdline_u64("seconds", &seconds) < 0 ||
       cmdline_u64("record_us", &st.threshold_us) < 0 || size == 0) {
     con_printf("touch: size=, seconds= and record_us= take positive decimal numbers (size in MiB)\n");
     return EXIT_BAD_CONFIG;
   }
+  cmdline_str("share", share, sizeof share);
+  if (!str_eq(share, "disjoint") && !str_eq(share, "shared")) {
+    con_printf("touch: share=%s: expected disjoint or shared\n", share);
+    return EXIT_BAD_CONFIG;
+  }
+  int shared = str_eq(share, "shared");
   const char *src;
   uint64_t khz = clock_tsc_khz(&src);
   if (!khz) {
     con_printf("touch: cannot determine the TSC frequency (no kvmclock, no CPUID 0x15): pass tsc_khz=\n");
     return EXIT_BAD_CONFIG;
   }
-  con_printf("touch: tsc %lu kHz (from %s), size=%lu MiB seconds=%lu\n", khz, src, size, seconds);
+  con_printf("touch: tsc %lu kHz (from %s), size=%lu MiB seconds=%lu cpus=%u share=%s\n", khz, src, size, seconds,
+             smp_cpus, share);
   struct region r;
   if (!place_region(&r, size)) return EXIT_BAD_CONFIG;
+  if (r.npages < smp_cpus) {
+    con_printf("touch: %lu pages cannot be shared among %u CPUs\n", r.npages, smp_cpus);
+    return EXIT_BAD_CONFIG;
+  }
+  plan_cpus(&r, shared, st.threshold_us);
   fill(&r, khz);
-  touch_loop(&r, seconds, khz, hist, &st);
+  touch_all(&r, seconds, khz, shared, &st);
   int ok = verify(&r);
   print_exit_cost(khz);
-  print_hist(hist);
+  print_hist();
   print_slow(&r, &st);
   return ok ? EXIT_OK : EXIT_VERIFY_FAIL;
 }

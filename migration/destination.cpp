@@ -14,6 +14,7 @@
 #include "error.h"
 #include "fault_resolver.h"
 #include "hugepages.h"
+#include "mptable.h"
 #include "thread_priority.h"
 #include "vm_state.h"
 
@@ -85,6 +86,8 @@ static uint64_t hostable_now(vmm::Backend b, std::string* how) {
 std::string Destination::check_first_hello(const Hello& hello) const {
   if (hello.role != Role::Main) return "the first connection must announce the Main role";
   if (hello.resume) return "this destination is not receiving a migration to resume";
+  if (hello.vcpus > vmm::kMaxVcpus)
+    return fmt::format("the guest has {} vCPUs; this VMM runs at most {}", hello.vcpus, vmm::kMaxVcpus);
   std::string how = fmt::format("--max-mem-size {}", vmm::format_size(options_.max_mem_size));
   uint64_t limit = options_.max_mem_size ? options_.max_mem_size : hostable_now(options_.backend, &how);
   if (hello.mem_size > limit)
@@ -103,7 +106,7 @@ HelloReply Destination::accept_source(const Hello& hello) {
     return reply;
   }
   bool postcopy = hello.mode != Mode::Precopy;
-  vmm::MachineConfig config{"", "", options_.backend, options_.gmem_bind, hello.mem_size};
+  vmm::MachineConfig config{"", "", options_.backend, options_.gmem_bind, hello.mem_size, hello.vcpus};
   if (postcopy && options_.backend == vmm::Backend::Gmem && config.gmem_bind == vmm::GmemBind::Fd) {
     spdlog::info("receive: guest_memfd bound by hva for postcopy, so vCPU faults reach userfaultfd through the VMA");
     config.gmem_bind = vmm::GmemBind::Hva;
@@ -188,7 +191,7 @@ void Destination::receive_until_postcopy() {
         {
           VmState vm = decode_vm_state(f.payload);
           restore_vm(*machine_, vm);
-          kvm_pages_ = kvm_mapped_pages(vm.vcpu);
+          kvm_pages_ = kvm_mapped_pages(vm.vcpus);
         }
         restore_parts_.state_ms = ms_between(t_state, Clock::now());
         have_state = true;
@@ -279,7 +282,7 @@ void Destination::start_guest(const PostcopyBegin& begin) {
   }
   t_postcopy_ = Clock::now();
   main_bytes_at_postcopy_ = link_.main_bytes();
-  vcpu_ = std::make_unique<vmm::VcpuThread>(*machine_);
+  vcpu_ = std::make_unique<vmm::VcpuThreads>(*machine_);
   if (missing) {
     // Mapping what precopy left is a saving, never urgent: at normal priority
     // it took the cores from the vCPU and the faults (8 GiB hybrid: fault

@@ -91,7 +91,7 @@ class Destination {
   std::unique_ptr<vmm::Userfaultfd> uffd_;
   FaultMetrics metrics_;
   std::unique_ptr<class FaultResolver> resolver_;
-  std::unique_ptr<vmm::VcpuThread> vcpu_;
+  std::unique_ptr<vmm::VcpuThreads> vcpu_;
   std::thread urgent_thread_, premap_thread_;
   std::atomic<bool> complete_{false};
   std::mutex error_mutex_;

@@ -48,6 +48,7 @@ std::vector<uint8_t> encode(const Hello& m) {
   w.str(m.src_backend);
   w.u64(m.src_page_size);
   w.u8(m.resume ? 1 : 0);
+  w.u32(m.vcpus);
   return std::move(w.buffer());
 }
 
@@ -66,6 +67,8 @@ Hello decode_hello(std::span<const uint8_t> p) {
   m.src_page_size = r.u64();
   uint8_t resume = r.u8();
   if (resume > 1) throw ProtocolError(fmt::format("bad resume flag {}", resume));
+  m.vcpus = r.u32();
+  if (m.vcpus == 0 || m.vcpus > kMaxHelloVcpus) throw ProtocolError(fmt::format("bad vCPU count {}", m.vcpus));
   m.resume = resume == 1;
   r.expect_end();
   if (m.mem_size == 0 || m.mem_size % kChunk) throw ProtocolError(fmt::format("bad memory size {}", m.mem_size));

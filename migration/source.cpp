@@ -51,7 +51,7 @@ void check_source_mode(const vmm::Machine& m, Mode mode) {
         mode_name(mode)));
 }
 
-Source::Source(vmm::Machine& machine, vmm::VcpuThread& vcpu, SourceOptions options)
+Source::Source(vmm::Machine& machine, vmm::VcpuThreads& vcpu, SourceOptions options)
     : machine_(machine), vcpu_(vcpu), options_(std::move(options)) {
   uint64_t chunks = machine_.memory().size() / kChunk;
   sent_.assign((chunks + 63) / 64, 0);
@@ -69,6 +69,7 @@ void Source::connect() {
   const auto& mem = machine_.memory();
   Hello hello{Role::Main, std::random_device{}() | (uint64_t{std::random_device{}()} << 32), options_.mode,
               mem.size(), std::string(vmm::backend_name(mem.backend())), mem.page_size()};
+  hello.vcpus = static_cast<uint32_t>(machine_.vcpu_count());
   hello_ = hello;
   if (options_.tls) spdlog::info("migrate: TLS 1.3 with the pre-shared key; {}", ktls_probe());
   main_ = dial();

@@ -18,7 +18,7 @@
 
 namespace vmm {
 class Machine;
-class VcpuThread;
+class VcpuThreads;
 }  // namespace vmm
 
 namespace migration {
@@ -67,7 +67,7 @@ void check_source_mode(const vmm::Machine& m, Mode mode);
 
 class Source {
  public:
-  Source(vmm::Machine& machine, vmm::VcpuThread& vcpu, SourceOptions options);
+  Source(vmm::Machine& machine, vmm::VcpuThreads& vcpu, SourceOptions options);
   SourceReport run();
 
  private:
@@ -87,7 +87,7 @@ class Source {
   std::vector<uint64_t> reconnect(const std::string& why, uint64_t npages);
 
   vmm::Machine& machine_;
-  vmm::VcpuThread& vcpu_;
+  vmm::VcpuThreads& vcpu_;
   SourceOptions options_;
   boost::asio::io_context io_;
   std::unique_ptr<Channel> main_, urgent_;

@@ -26,19 +26,6 @@ struct MsrBuffer {
   std::vector<uint8_t> bytes;
 };
 
-template <typename T>
-void put_struct(ByteWriter& w, const T& v) {
-  w.u32(sizeof v);
-  w.bytes({reinterpret_cast<const uint8_t*>(&v), sizeof v});
-}
-
-template <typename T>
-void get_struct(ByteReader& r, T& v, const char* name) {
-  uint32_t n = r.u32();
-  if (n != sizeof v) throw ProtocolError(fmt::format("vCPU state: {} is {} bytes, expected {}", name, n, sizeof v));
-  std::memcpy(&v, r.bytes(n).data(), n);
-}
-
 uint64_t read_msr(const vmm::Vcpu& vcpu, uint32_t index) {
   MsrBuffer one(1);
   one.entries()[0] = {index, 0, 0};
@@ -109,13 +96,17 @@ VcpuState capture_vcpu(const vmm::Vcpu& vcpu, const std::vector<uint32_t>& msr_i
   vcpu.ioctl(KVM_GET_VCPU_EVENTS, &s.events, "KVM_GET_VCPU_EVENTS");
   vcpu.ioctl(KVM_GET_DEBUGREGS, &s.debugregs, "KVM_GET_DEBUGREGS");
   vcpu.ioctl(KVM_GET_MP_STATE, &s.mp_state, "KVM_GET_MP_STATE");
+  vcpu.ioctl(KVM_GET_LAPIC, &s.lapic, "KVM_GET_LAPIC");
   return s;
 }
 
-// Order follows what KVM needs: special registers (EFER, CR4) before the MSRs
-// and XSAVE state that depend on them; events and MP state last.
+// Order follows what KVM needs: special registers (EFER, CR4, the APIC base
+// and its x2APIC mode) before the LAPIC's registers, the LAPIC before the
+// MSRs (the TSC deadline lands in its timer, as QEMU orders it) and XSAVE;
+// events and MP state last.
 void restore_vcpu(const vmm::Vcpu& vcpu, const VcpuState& s) {
   vcpu.set_sregs(s.sregs);
+  vcpu.ioctl(KVM_SET_LAPIC, &s.lapic, "KVM_SET_LAPIC");
   restore_msrs(vcpu, s.msrs);
   vcpu.ioctl(vmm::uapi::kSetXsave, &s.xsave, "KVM_SET_XSAVE");
   vcpu.ioctl(KVM_SET_XCRS, &s.xcrs, "KVM_SET_XCRS");
@@ -138,6 +129,7 @@ void encode_vcpu(ByteWriter& w, const VcpuState& s) {
   put_struct(w, s.events);
   put_struct(w, s.debugregs);
   put_struct(w, s.mp_state);
+  put_struct(w, s.lapic);
 }
 
 VcpuState decode_vcpu(ByteReader& r) {
@@ -156,6 +148,7 @@ VcpuState decode_vcpu(ByteReader& r) {
   get_struct(r, s.events, "kvm_vcpu_events");
   get_struct(r, s.debugregs, "kvm_debugregs");
   get_struct(r, s.mp_state, "kvm_mp_state");
+  get_struct(r, s.lapic, "kvm_lapic_state");
   return s;
 }
 

@@ -1,6 +1,7 @@
 // Everything needed to resume a vCPU exactly where it stopped: registers,
 // special registers, XSAVE (FPU/SSE/AVX), XCRs, the MSRs KVM lists (TSC and
-// kvmclock among them), pending events, debug registers and MP state.
+// kvmclock among them), pending events, debug registers, MP state and the
+// in-kernel LAPIC.
 // On the wire each KVM struct travels as its x86 KVM ABI bytes, length-checked.
 #pragma once
 
@@ -28,6 +29,7 @@ struct VcpuState {
   kvm_vcpu_events events{};
   kvm_debugregs debugregs{};
   kvm_mp_state mp_state{};
+  kvm_lapic_state lapic{};  // the in-kernel LAPIC's registers
 };
 
 // The MSRs KVM lists that this vCPU can actually read (KVM_GET_MSRS stops at

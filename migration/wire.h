@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include <fmt/format.h>
+
 namespace migration {
 
 class ProtocolError : public std::runtime_error {
@@ -22,7 +24,7 @@ class ProtocolError : public std::runtime_error {
 };
 
 inline constexpr uint32_t kMagic = 0x4d435047;  // "GPCM" little-endian
-inline constexpr uint16_t kVersion = 2;  // 2: PostcopyBegin without a bitmap, StaleChunks
+inline constexpr uint16_t kVersion = 3;  // 2: PostcopyBegin without a bitmap, StaleChunks; 3: vCPUs, irqchip
 inline constexpr size_t kHeaderSize = 24;
 inline constexpr uint32_t kMaxPayload = 8u << 20;
 
@@ -110,5 +112,20 @@ class ByteReader {
   size_t pos_ = 0;
   const char* what_;
 };
+
+// A KVM struct as its x86 KVM ABI bytes, preceded by its length: a reader
+// built against another struct size refuses it instead of misreading it.
+template <typename T>
+void put_struct(ByteWriter& w, const T& v) {
+  w.u32(sizeof v);
+  w.bytes({reinterpret_cast<const uint8_t*>(&v), sizeof v});
+}
+
+template <typename T>
+void get_struct(ByteReader& r, T& v, const char* name) {
+  uint32_t n = r.u32();
+  if (n != sizeof v) throw ProtocolError(fmt::format("{} is {} bytes, expected {}", name, n, sizeof v));
+  std::memcpy(&v, r.bytes(n).data(), n);
+}
 
 }  // namespace migration

@@ -2,6 +2,7 @@
 // QEMU exits with (V << 1) | 1; `vmm run` exits with V itself.
 #pragma once
 
+#include <atomic>
 #include <optional>
 
 #include "io_bus.h"
@@ -16,10 +17,14 @@ class DebugExit : public PioDevice {
   void pio_read(uint16_t, std::span<uint8_t> data) override;
   void pio_write(uint16_t offset, std::span<const uint8_t> data) override;
 
-  std::optional<int> requested() const { return code_; }
+  // Read by every vCPU thread after its port exits; written under the bus's lock.
+  std::optional<int> requested() const {
+    int c = code_.load(std::memory_order_acquire);
+    return c < 0 ? std::nullopt : std::optional<int>(c);
+  }
 
  private:
-  std::optional<int> code_;
+  std::atomic<int> code_{-1};
 };
 
 }  // namespace vmm

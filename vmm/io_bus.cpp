@@ -33,21 +33,27 @@ void IoBus::note_unhandled(const char* kind, uint64_t addr, bool write, size_t s
 }
 
 void IoBus::pio_read(uint16_t port, std::span<uint8_t> data) {
+  std::lock_guard lock(mutex_);
   if (const Range* r = find(port)) return r->device->pio_read(static_cast<uint16_t>(port - r->base), data);
   std::memset(data.data(), 0xff, data.size());
   note_unhandled("port", port, false, data.size());
 }
 
 void IoBus::pio_write(uint16_t port, std::span<const uint8_t> data) {
+  std::lock_guard lock(mutex_);
   if (const Range* r = find(port)) return r->device->pio_write(static_cast<uint16_t>(port - r->base), data);
   note_unhandled("port", port, true, data.size());
 }
 
 void IoBus::mmio_read(uint64_t addr, std::span<uint8_t> data) {
+  std::lock_guard lock(mutex_);
   std::memset(data.data(), 0xff, data.size());
   note_unhandled("MMIO", addr, false, data.size());
 }
 
-void IoBus::mmio_write(uint64_t addr, std::span<const uint8_t> data) { note_unhandled("MMIO", addr, true, data.size()); }
+void IoBus::mmio_write(uint64_t addr, std::span<const uint8_t> data) {
+  std::lock_guard lock(mutex_);
+  note_unhandled("MMIO", addr, true, data.size());
+}
 
 }  // namespace vmm

@@ -1,8 +1,12 @@
 // Port I/O and MMIO dispatch. Devices claim a range and see offsets into it;
 // an access nobody claims is logged once per address and otherwise ignored.
+// Accesses from several vCPU threads are serialised: one at a time reaches a
+// device, so devices need no locks of their own.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <mutex>
 #include <set>
 #include <span>
 #include <vector>
@@ -39,7 +43,9 @@ class IoBus {
   void mmio_read(uint64_t addr, std::span<uint8_t> data);
   void mmio_write(uint64_t addr, std::span<const uint8_t> data);
 
-  uint64_t unhandled_accesses() const { return unhandled_; }
+  uint64_t unhandled_accesses() const { return unhandled_.load(); }
+  // Holds off every device access, e.g. while the serial port is flushed.
+  std::unique_lock<std::mutex> hold() { return std::unique_lock(mutex_); }
 
  private:
   struct Range {
@@ -51,8 +57,9 @@ class IoBus {
   void note_unhandled(const char* kind, uint64_t addr, bool write, size_t size);
 
   std::vector<Range> ranges_;
+  std::mutex mutex_;
   std::set<std::pair<int, uint64_t>> logged_;
-  uint64_t unhandled_ = 0;
+  std::atomic<uint64_t> unhandled_{0};
 };
 
 }  // namespace vmm

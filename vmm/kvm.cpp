@@ -92,7 +92,8 @@ Vm::Vm(const KvmSystem& kvm) : kvm_(&kvm) {
   fd_.reset(static_cast<int>(checked_ioctl(kvm.fd(), KVM_CREATE_VM, nullptr, "KVM_CREATE_VM",
                                            "the host may be out of memory or KVM may be in use by another hypervisor")));
   // Intel VMX needs a TSS area below 4 GiB for real-mode emulation; AMD ignores it.
-  // We never enter real mode, so a refusal only matters to a real-mode guest.
+  // APs start in real mode (INIT-SIPI); where KVM runs real mode natively
+  // (unrestricted guest, AMD, PVM) a refusal does not matter.
   (void)raw_ioctl(fd(), KVM_SET_TSS_ADDR, reinterpret_cast<const void*>(0xfffbd000UL));
 }
 
@@ -153,6 +154,17 @@ void Vm::set_memory_region2(uint32_t slot, uint32_t flags, uint64_t gpa, uint64_
                             uint64_t gmem_offset) const {
   auto r = region2(slot, flags, gpa, size, hva, gmem_fd, gmem_offset);
   checked_ioctl(fd(), KVM_SET_USER_MEMORY_REGION2, &r, "KVM_SET_USER_MEMORY_REGION2", kMemslotHint);
+}
+
+void Vm::create_irqchip() const {
+  checked_ioctl(fd(), KVM_CREATE_IRQCHIP, nullptr, "KVM_CREATE_IRQCHIP",
+                "the VMM runs every guest with the in-kernel LAPIC, IOAPIC and PIC (KVM_CAP_IRQCHIP)");
+}
+
+void Vm::create_pit() const {
+  kvm_pit_config c{};
+  c.flags = KVM_PIT_SPEAKER_DUMMY;
+  checked_ioctl(fd(), KVM_CREATE_PIT2, &c, "KVM_CREATE_PIT2", "the PIT needs KVM_CAP_PIT2 and an in-kernel irqchip");
 }
 
 Vcpu::Vcpu(const Vm& vm, int id) : id_(id) {

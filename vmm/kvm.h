@@ -53,6 +53,10 @@ class Vm {
   // KVM_GET_DIRTY_LOG into `bitmap` (one bit per 4 KiB page of the slot).
   void get_dirty_log(uint32_t slot, std::vector<uint64_t>& bitmap) const;
   long ioctl(unsigned long request, const void* arg, const char* name) const;
+  // The in-kernel irqchip (a LAPIC per vCPU, the IOAPIC and two PICs) and
+  // PIT; both before the first vCPU, as KVM requires.
+  void create_irqchip() const;
+  void create_pit() const;
   void set_memory_region2(uint32_t slot, uint32_t flags, uint64_t gpa, uint64_t size, uint64_t hva, int gmem_fd,
                           uint64_t gmem_offset) const;
 

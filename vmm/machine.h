@@ -1,6 +1,7 @@
-// A guest machine: VM, RAM, devices and the boot vCPU. Construction does the
-// setup (kvmtool's init); boot() loads a PVH kernel, or a migration restores
-// state instead; run() is the work.
+// A guest machine: VM, in-kernel irqchip and PIT, RAM, devices and its vCPUs
+// (vCPU 0 boots; the others wait for the boot CPU's INIT and SIPI, as on a
+// PC). Construction does the setup (kvmtool's init); boot() loads a PVH
+// kernel, or a migration restores state instead; run(i) is vCPU i's work.
 #pragma once
 
 #include <atomic>
@@ -24,13 +25,16 @@ struct MachineConfig {
   Backend backend = Backend::Gmem;
   GmemBind gmem_bind = GmemBind::Fd;
   uint64_t mem_size = 256ULL << 20;
+  uint32_t vcpus = 1;
 };
 
 class Machine {
  public:
   Machine(const KvmSystem& kvm, const MachineConfig& config, Serial::LineSink serial_sink);
 
-  VcpuOutcome run(const std::atomic<bool>* stop = nullptr);
+  // Runs vCPU `index` on the calling thread until the guest stops or *stop.
+  // Device exits from several vCPUs are serialised by the bus.
+  VcpuOutcome run(size_t index, const std::atomic<bool>* stop = nullptr);
 
   // Dirty logging (precopy). KVM refuses it on a KVM_MEM_GUEST_MEMFD slot.
   bool can_log_dirty() const;
@@ -40,10 +44,14 @@ class Machine {
   const MachineConfig& config() const { return config_; }
   const KvmSystem& kvm() const { return kvm_; }
   const Vm& vm() const { return vm_; }
-  Vcpu& vcpu() { return *vcpu_; }
+  Vcpu& vcpu(size_t index = 0) { return *vcpus_.at(index); }
+  const Vcpu& vcpu(size_t index = 0) const { return *vcpus_.at(index); }
+  size_t vcpu_count() const { return vcpus_.size(); }
   const GuestMemory& memory() const { return memory_; }
   Serial& serial() { return serial_; }
   const IoBus& bus() const { return bus_; }
+  // What the VMM gave the guest, for the log and the caps report.
+  static CpuidTable cpuid_for(const CpuidTable& supported, uint32_t apic_id, uint32_t vcpus);
 
  private:
   void boot();
@@ -57,7 +65,7 @@ class Machine {
   Serial serial_;
   DebugExit debug_exit_;
   PostPort post_port_;
-  std::unique_ptr<Vcpu> vcpu_;
+  std::vector<std::unique_ptr<Vcpu>> vcpus_;
 };
 
 }  // namespace vmm

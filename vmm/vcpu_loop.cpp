@@ -34,7 +34,7 @@ void handle_mmio(kvm_run* run, IoBus& bus) {
 }
 
 VcpuOutcome failure(StopReason reason, const Vcpu& vcpu, std::string what) {
-  return {reason, 0, fmt::format("{}; {}", what, describe_state(vcpu))};
+  return {reason, 0, fmt::format("vCPU {}: {}; {}", vcpu.id(), what, describe_state(vcpu))};
 }
 
 }  // namespace

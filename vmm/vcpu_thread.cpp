@@ -1,5 +1,7 @@
 #include "vcpu_thread.h"
 
+#include <unistd.h>
+
 #include <csignal>
 
 #include <spdlog/spdlog.h>
@@ -20,105 +22,122 @@ void install_kick_handler() {
   (void)installed;
 }
 
-VcpuThread::VcpuThread(Machine& machine, bool start_paused)
-    : machine_(machine), state_(start_paused ? State::Paused : State::Running) {
+VcpuThreads::VcpuThreads(Machine& machine, bool start_paused)
+    : machine_(machine),
+      state_(start_paused ? State::Paused : State::Running),
+      parked_(machine.vcpu_count()),
+      native_(machine.vcpu_count()),
+      tids_(machine.vcpu_count()) {
   install_kick_handler();
-  thread_ = std::thread([this] { loop(); });
+  for (size_t i = 0; i < machine.vcpu_count(); i++) threads_.emplace_back([this, i] { loop(i); });
 }
 
-VcpuThread::~VcpuThread() {
+VcpuThreads::~VcpuThreads() {
   {
     std::unique_lock lock(mutex_);
     if (state_ != State::Finished) {
       outcome_ = {StopReason::Stopped, 0, "VMM shutting down"};
       pause_requested_ = true;
-      machine_.vcpu().request_immediate_exit();
-      if (state_ == State::Running) pthread_kill(native_, SIGUSR1);
       state_ = State::Finished;
+      kick_all();
       cv_.notify_all();
     }
   }
-  if (thread_.joinable()) thread_.join();
+  for (auto& t : threads_)
+    if (t.joinable()) t.join();
 }
 
-void VcpuThread::loop() {
+// native_[i] is set before vCPU i's first KVM_RUN; a kick before that is
+// harmless because the stop flag is checked before every KVM_RUN.
+void VcpuThreads::kick_all() {
+  for (size_t i = 0; i < native_.size(); i++) {
+    machine_.vcpu(i).request_immediate_exit();
+    if (native_[i]) pthread_kill(native_[i], SIGUSR1);
+  }
+}
+
+void VcpuThreads::loop(size_t index) {
   {
     std::lock_guard lock(mutex_);
-    native_ = pthread_self();
+    native_[index] = pthread_self();
+    tids_[index] = ::gettid();
   }
   for (;;) {
     {
       std::unique_lock lock(mutex_);
-      cv_.wait(lock, [this] { return state_ != State::Paused; });
+      cv_.wait(lock, [this] { return state_ == State::Finished || (state_ == State::Running && !pause_requested_); });
       if (state_ == State::Finished) return;
+      parked_--;
+      // A kick meant for the last pause may still be set.
+      machine_.vcpu(index).clear_immediate_exit();
     }
     VcpuOutcome out;
     try {
-      out = machine_.run(&pause_requested_);
+      out = machine_.run(index, &pause_requested_);
     } catch (const std::exception& e) {
-      out = {StopReason::InternalError, 0, e.what()};
+      out = {StopReason::InternalError, 0, fmt::format("vCPU {}: {}", index, e.what())};
     }
     std::lock_guard lock(mutex_);
-    if (out.reason == StopReason::Stopped && state_ != State::Finished) {
-      if (pause_requested_) state_ = State::Paused;  // else a resume() came first: run on
-    } else if (state_ != State::Finished) {
+    parked_++;
+    if (out.reason != StopReason::Stopped && state_ != State::Finished) {
       outcome_ = out;
-      state_ = State::Finished;
+      state_ = State::Finished;  // the guest is done: stop the other vCPUs
+      pause_requested_ = true;
+      kick_all();
+    } else if (state_ == State::Running && pause_requested_ && parked_ == threads_.size()) {
+      state_ = State::Paused;
     }
     cv_.notify_all();
     if (state_ == State::Finished) return;
   }
 }
 
-bool VcpuThread::pause() {
+bool VcpuThreads::pause() {
   std::unique_lock lock(mutex_);
   if (state_ == State::Finished) return false;
   if (state_ == State::Paused) return true;
   pause_requested_ = true;
-  machine_.vcpu().request_immediate_exit();
-  // native_ is set before the first KVM_RUN; a kick before that is harmless
-  // because the stop flag is checked before every KVM_RUN.
-  if (native_) pthread_kill(native_, SIGUSR1);
+  if (parked_ == threads_.size()) state_ = State::Paused;
+  kick_all();
   cv_.wait(lock, [this] { return state_ != State::Running; });
   return state_ == State::Paused;
 }
 
-void VcpuThread::request_pause() {
+void VcpuThreads::request_pause() {
   std::lock_guard lock(mutex_);
   if (state_ != State::Running) return;
   pause_requested_ = true;
-  machine_.vcpu().request_immediate_exit();
-  if (native_) pthread_kill(native_, SIGUSR1);
+  if (parked_ == threads_.size()) state_ = State::Paused;
+  kick_all();
 }
 
-void VcpuThread::resume() {
+void VcpuThreads::resume() {
   std::lock_guard lock(mutex_);
-  if (state_ == State::Running && pause_requested_) {  // a request_pause() not yet taken
-    pause_requested_ = false;
-    machine_.vcpu().clear_immediate_exit();
-    return;
-  }
-  if (state_ != State::Paused) return;
+  if (state_ == State::Finished) return;
   pause_requested_ = false;
-  machine_.vcpu().clear_immediate_exit();
   state_ = State::Running;
   cv_.notify_all();
 }
 
-bool VcpuThread::wait_finished(std::chrono::milliseconds timeout) {
+bool VcpuThreads::wait_finished(std::chrono::milliseconds timeout) {
   std::unique_lock lock(mutex_);
   return cv_.wait_for(lock, timeout, [this] { return state_ == State::Finished; });
 }
 
-VcpuOutcome VcpuThread::wait() {
+VcpuOutcome VcpuThreads::wait() {
   std::unique_lock lock(mutex_);
   cv_.wait(lock, [this] { return state_ == State::Finished; });
   return outcome_;
 }
 
-bool VcpuThread::finished() const {
+bool VcpuThreads::finished() const {
   std::lock_guard lock(mutex_);
   return state_ == State::Finished;
+}
+
+std::vector<pid_t> VcpuThreads::thread_ids() const {
+  std::lock_guard lock(mutex_);
+  return tids_;
 }
 
 }  // namespace vmm

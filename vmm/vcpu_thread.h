@@ -1,6 +1,8 @@
-// Runs the boot vCPU on its own thread as a small state machine
+// Runs each vCPU on its own thread, all under one small state machine
 // (Running / Paused / Finished, after Firecracker's vcpu.rs), so a migration
-// can stop it at switchover and resume it if the migration fails.
+// can stop every vCPU together at switchover and resume them together if the
+// migration fails. The VM finishes when any vCPU does (the guest wrote the
+// exit port, or KVM failed): the others are stopped then.
 #pragma once
 
 #include <pthread.h>
@@ -9,6 +11,7 @@
 #include <condition_variable>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "vcpu_loop.h"
 
@@ -21,38 +24,44 @@ class Machine;
 // Vcpu::request_immediate_exit() and pthread_kill(SIGUSR1).
 void install_kick_handler();
 
-class VcpuThread {
+class VcpuThreads {
  public:
-  // Starts the thread; it runs the guest at once unless start_paused.
-  explicit VcpuThread(Machine& machine, bool start_paused = false);
-  ~VcpuThread();
-  VcpuThread(const VcpuThread&) = delete;
-  VcpuThread& operator=(const VcpuThread&) = delete;
+  // Starts one thread per vCPU of `machine`; they run the guest at once
+  // unless start_paused.
+  explicit VcpuThreads(Machine& machine, bool start_paused = false);
+  ~VcpuThreads();
+  VcpuThreads(const VcpuThreads&) = delete;
+  VcpuThreads& operator=(const VcpuThreads&) = delete;
 
-  // Stops the vCPU out of KVM_RUN. False if the guest had already finished.
+  // Stops every vCPU out of KVM_RUN. False if the guest had already finished.
   bool pause();
-  // Asks the vCPU to stop at its next exit, without waiting for it (it may
-  // be blocked in a page fault that only a page's arrival ends).
+  // Asks every vCPU to stop at its next exit, without waiting (one may be
+  // blocked in a page fault that only a page's arrival ends).
   void request_pause();
-  // Runs it again, also when a request_pause() has not taken effect yet.
+  // Runs them again, also when a request_pause() has not taken effect yet.
   void resume();
   // Blocks until the guest finished (exit, error) or `timeout` passed.
   bool wait_finished(std::chrono::milliseconds timeout);
   VcpuOutcome wait();
   bool finished() const;
+  // The kernel thread IDs of the vCPU threads, index = vCPU (0 until started).
+  std::vector<pid_t> thread_ids() const;
 
  private:
   enum class State { Running, Paused, Finished };
-  void loop();
+  void loop(size_t index);
+  void kick_all();  // under mutex_
 
   Machine& machine_;
   std::atomic<bool> pause_requested_{false};
   mutable std::mutex mutex_;
   std::condition_variable cv_;
   State state_;
+  size_t parked_;  // threads outside KVM_RUN, waiting at the top of their loop
   VcpuOutcome outcome_;
-  pthread_t native_{};
-  std::thread thread_;
+  std::vector<pthread_t> native_;
+  std::vector<pid_t> tids_;
+  std::vector<std::thread> threads_;
 };
 
 }  // namespace vmm

@@ -14,6 +14,7 @@
 #include "error.h"
 #include "hugepages.h"
 #include "machine.h"
+#include "mptable.h"
 #include "serial_sink.h"
 #include "source.h"
 #include "vcpu_thread.h"
@@ -39,6 +40,7 @@ struct RunOptions {
   std::string api_socket;
   LinkTimeouts link;
   std::string psk_file;
+  uint32_t vcpus = 1;
 };
 
 migration::LinkOptions link_options(double link_s, double recovery_s) {
@@ -65,6 +67,7 @@ MachineConfig make_config(const RunOptions& o) {
   c.cmdline = o.cmdline;
   c.backend = *parse_backend(o.memory);
   c.gmem_bind = o.gmem_bind == "hva" ? GmemBind::Hva : GmemBind::Fd;
+  c.vcpus = o.vcpus;
   uint64_t page = backend_page_size(c.backend);
   if (o.mem_size.empty()) {
     c.mem_size = (kDefaultMemSize + page - 1) / page * page;
@@ -102,7 +105,7 @@ const char* result_name(migration::SourceResult r) {
 }
 
 // Migrates; the guest keeps running here unless the report says Completed.
-migration::SourceReport migrate(Machine& machine, VcpuThread& vcpu, const migration::SourceOptions& so) {
+migration::SourceReport migrate(Machine& machine, VcpuThreads& vcpu, const migration::SourceOptions& so) {
   migration::SourceReport r = migration::Source(machine, vcpu, so).run();
   switch (r.result) {
     case migration::SourceResult::Completed:
@@ -132,7 +135,7 @@ migration::SourceReport migrate(Machine& machine, VcpuThread& vcpu, const migrat
 }
 
 // One API request: {"command": "migrate", ...}. Returns the reply.
-nlohmann::json handle_api(Machine& machine, VcpuThread& vcpu, const nlohmann::json& body,
+nlohmann::json handle_api(Machine& machine, VcpuThreads& vcpu, const nlohmann::json& body,
                           std::optional<migration::SourceResult>& result) {
   if (body.value("command", "") != "migrate") return {{"ok", false}, {"error", "unknown command (known: migrate)"}};
   std::string mode = body.value("mode", "hybrid");
@@ -174,7 +177,7 @@ nlohmann::json handle_api(Machine& machine, VcpuThread& vcpu, const nlohmann::js
 
 // Waits until the guest finishes, `deadline` passes or a signal arrives,
 // answering API requests meanwhile. Returns a migration's result if one ran.
-std::optional<migration::SourceResult> wait_until(Machine& machine, VcpuThread& vcpu, ApiServer* api,
+std::optional<migration::SourceResult> wait_until(Machine& machine, VcpuThreads& vcpu, ApiServer* api,
                                                   std::chrono::steady_clock::time_point deadline) {
   std::optional<migration::SourceResult> result;
   while (!g_stop && !vcpu.finished() && std::chrono::steady_clock::now() < deadline) {
@@ -218,7 +221,7 @@ void run(const RunOptions& o) {
       j["ok"] = true;
       return j;
     });
-  VcpuThread vcpu(machine);
+  VcpuThreads vcpu(machine);
   auto is_final = [](std::optional<migration::SourceResult> r) {
     return r == migration::SourceResult::Completed || r == migration::SourceResult::FailedAfterSwitchover;
   };
@@ -288,6 +291,10 @@ void add_run_command(CLI::App& app) {
   cmd->add_option("--mem-size", opts->mem_size,
                   "Guest RAM size, e.g. 256M or 1G; a multiple of the backend's page size "
                   "(default 256M, rounded up to one page for hugetlb-1g)");
+  cmd->add_option("--vcpus", opts->vcpus,
+                  "vCPUs (1 to 8); vCPU 0 boots and starts the others with INIT-SIPI-SIPI, found in the MP table")
+      ->check(CLI::Range(1u, kMaxVcpus))
+      ->capture_default_str();
   cmd->add_option("--serial-log", opts->serial_log, "Write the guest's serial output to this file instead of stdout");
   cmd->add_option("--migrate-to", opts->migrate_to, "Migrate the guest to `vmm receive` at HOST:PORT");
   cmd->add_option("--migrate-after", opts->migrate_after,
