@@ -59,7 +59,7 @@ int str_eq(const char *a, const char *b);
 void clock_init_ring0(void);
 uint64_t clock_tsc_khz(const char **source);
 
-/* smp.c: the other CPUs, from the MP table, started with INIT-SIPI-SIPI. */
+/* smp.c: the other CPUs, from the ACPI MADT, started with INIT-SIPI-SIPI. */
 #define MAX_CPUS 8
 void smp_start_aps(void);            /* ring 0, boot CPU: send the IPIs */
 void smp_wait_aps(uint64_t tsc_khz); /* ring 3, boot CPU: wait for them, print what came up */

@@ -12,8 +12,8 @@ inline constexpr uint32_t kMaxMemmapEntries = 8;
 inline constexpr uint64_t kCmdline = 0x7000;          // NUL-terminated
 inline constexpr uint64_t kCmdlineMax = 0x1000;       // bytes, including NUL
 inline constexpr uint64_t kEbdaStart = 0x9fc00;       // legacy hole [EBDA, 1 MiB) is reported reserved
-inline constexpr uint64_t kMpTable = kEbdaStart;      // the MP floating pointer, then its table
-inline constexpr uint64_t kMpTableMax = 0x400;        // bytes: the EBDA's first KiB, where guests search
+inline constexpr uint64_t kAcpiTables = kEbdaStart;   // RSDP, XSDT, MADT
+inline constexpr uint64_t kAcpiTablesMax = 0x400;     // bytes: the EBDA's first KiB, where guests search
 inline constexpr uint64_t kHighMemStart = 0x100000;   // ELF segments load at or above 1 MiB
 inline constexpr uint64_t kMinRamSize = 4ULL << 20;
 

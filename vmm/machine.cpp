@@ -8,7 +8,7 @@
 #include "hugepages.h"
 #include "kvm_uapi.h"
 #include "layout.h"
-#include "mptable.h"
+#include "acpi.h"
 #include "pvh.h"
 
 namespace vmm {
@@ -21,7 +21,7 @@ const MachineConfig& checked(const KvmSystem& kvm, const MachineConfig& c) {
                             format_size(layout::kMinRamSize)));
   int max = kvm.check_extension(KVM_CAP_MAX_VCPUS);
   if (c.vcpus == 0 || c.vcpus > kMaxVcpus || (max > 0 && c.vcpus > static_cast<uint32_t>(max)))
-    throw Error(fmt::format("--vcpus {}: this VMM runs 1 to {} vCPUs (its MP table's bound){}", c.vcpus, kMaxVcpus,
+    throw Error(fmt::format("--vcpus {}: this VMM runs 1 to {} vCPUs{}", c.vcpus, kMaxVcpus,
                             max > 0 && static_cast<uint32_t>(max) < kMaxVcpus
                                 ? fmt::format(", and this KVM at most {} (KVM_CAP_MAX_VCPUS)", max)
                                 : ""));
@@ -77,8 +77,7 @@ void Machine::boot() {
   std::vector<uint8_t> file = read_file(config_.kernel_path);
   ElfImage image = parse_elf(file);
   load_elf(image, file, memory_.span(), layout::kHighMemStart);
-  write_pvh_boot_info(memory_.span(), config_.cmdline);
-  write_mp_table(memory_.span(), config_.vcpus);
+  write_pvh_boot_info(memory_.span(), config_.cmdline, write_acpi_tables(memory_.span(), config_.vcpus));
   Vcpu& bsp = *vcpus_.front();
   kvm_sregs sregs = bsp.get_sregs();
   pvh_initial_sregs(sregs);

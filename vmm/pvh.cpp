@@ -38,7 +38,7 @@ kvm_segment flat_segment(uint16_t selector, uint8_t type) {
 
 }  // namespace
 
-void write_pvh_boot_info(std::span<uint8_t> ram, const std::string& cmdline) {
+void write_pvh_boot_info(std::span<uint8_t> ram, const std::string& cmdline, uint64_t rsdp_gpa) {
   if (cmdline.size() + 1 > layout::kCmdlineMax)
     throw Error(fmt::format("--cmdline is {} bytes; PVH boot here allows at most {}", cmdline.size(),
                             layout::kCmdlineMax - 1));
@@ -60,6 +60,7 @@ void write_pvh_boot_info(std::span<uint8_t> ram, const std::string& cmdline) {
   si.cmdline_paddr = layout::kCmdline;
   si.memmap_paddr = layout::kMemmap;
   si.memmap_entries = static_cast<uint32_t>(std::size(memmap));
+  si.rsdp_paddr = rsdp_gpa;
   put(ram, layout::kStartInfo, si);
 }
 

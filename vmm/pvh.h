@@ -22,9 +22,10 @@ inline constexpr uint32_t kMemmapReserved = HVM_MEMMAP_TYPE_RESERVED;
 static_assert(sizeof(HvmStartInfo) == 56);
 static_assert(sizeof(HvmMemmapEntry) == 24);
 
-// Writes GDT, start info, memory map and command line into guest RAM.
-// Throws vmm::Error if the command line does not fit.
-void write_pvh_boot_info(std::span<uint8_t> ram, const std::string& cmdline);
+// Writes GDT, start info (naming the ACPI RSDP at `rsdp_gpa`), memory map
+// and command line into guest RAM. Throws vmm::Error if the command line
+// does not fit.
+void write_pvh_boot_info(std::span<uint8_t> ram, const std::string& cmdline, uint64_t rsdp_gpa);
 
 // Register state of the boot vCPU at the PVH entry point.
 kvm_regs pvh_initial_regs(uint32_t entry);

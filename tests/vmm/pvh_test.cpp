@@ -13,7 +13,7 @@ namespace {
 
 TEST(Pvh, StartInfoCarriesMagicCmdlineAndMemoryMap) {
   std::vector<uint8_t> ram(64 << 20);
-  vmm::write_pvh_boot_info(ram, "workload=hello");
+  vmm::write_pvh_boot_info(ram, "workload=hello", 0);
   vmm::HvmStartInfo si;
   std::memcpy(&si, ram.data() + vmm::layout::kStartInfo, sizeof si);
   EXPECT_EQ(si.magic, vmm::kHvmStartMagic);
@@ -28,8 +28,8 @@ TEST(Pvh, StartInfoCarriesMagicCmdlineAndMemoryMap) {
 
 TEST(Pvh, CommandLineTooLongIsRefused) {
   std::vector<uint8_t> ram(64 << 20);
-  EXPECT_THROW(vmm::write_pvh_boot_info(ram, std::string(vmm::layout::kCmdlineMax, 'x')), vmm::Error);
-  EXPECT_NO_THROW(vmm::write_pvh_boot_info(ram, std::string(vmm::layout::kCmdlineMax - 1, 'x')));
+  EXPECT_THROW(vmm::write_pvh_boot_info(ram, std::string(vmm::layout::kCmdlineMax, 'x'), 0), vmm::Error);
+  EXPECT_NO_THROW(vmm::write_pvh_boot_info(ram, std::string(vmm::layout::kCmdlineMax - 1, 'x'), 0));
 }
 
 TEST(Pvh, BootVcpuIsInProtectedModeWithPagingOffAndEbxAtStartInfo) {

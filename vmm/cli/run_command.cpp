@@ -14,7 +14,7 @@
 #include "error.h"
 #include "hugepages.h"
 #include "machine.h"
-#include "mptable.h"
+#include "acpi.h"
 #include "serial_sink.h"
 #include "source.h"
 #include "vcpu_thread.h"
@@ -292,7 +292,7 @@ void add_run_command(CLI::App& app) {
                   "Guest RAM size, e.g. 256M or 1G; a multiple of the backend's page size "
                   "(default 256M, rounded up to one page for hugetlb-1g)");
   cmd->add_option("--vcpus", opts->vcpus,
-                  "vCPUs (1 to 8); vCPU 0 boots and starts the others with INIT-SIPI-SIPI, found in the MP table")
+                  "vCPUs (1 to 8); vCPU 0 boots and starts the others with INIT-SIPI-SIPI, finding them in the ACPI MADT")
       ->check(CLI::Range(1u, kMaxVcpus))
       ->capture_default_str();
   cmd->add_option("--serial-log", opts->serial_log, "Write the guest's serial output to this file instead of stdout");
