@@ -17,11 +17,12 @@
  * a VMM can join each one with its own record of the fault behind it.
  * Several CPUs: CPU 0 fills the buffer, then every CPU touches at once from
  * one start to one end. share=disjoint: each CPU its own slice of the buffer
- * and its own random sequence. share=shared: every CPU the whole buffer with
- * the same sequence, so they reach the same pages together; each touch first
- * reads the page (where both CPUs fault together), then takes the page's
- * lock (bit 31 of its generation) to rewrite it. Histograms, counts and the
- * slow record are kept per CPU; HIST sums them, HISTCPU gives each CPU's.
+ * and its own random sequence. share=shared: every CPU the whole buffer in
+ * lockstep, one page a round: each reads the round's page (where they all
+ * fault on it together), the last to arrive rewrites it and opens the next
+ * round, so a touch's latency includes waiting for the other CPUs' reads.
+ * Histograms, counts and the slow record are kept per CPU; HIST sums them,
+ * HISTCPU gives each CPU's.
  */
 #include "guest.h"
 
@@ -52,7 +53,12 @@ struct region {
   uint64_t npages;
 };
 
-#define GEN_LOCK 0x80000000u
+/* share=shared: the round every CPU is in, how many have read its page, and
+ * whether the last round has been (the last arriver decides, so that all
+ * CPUs stop after the same round). */
+static volatile uint64_t round_now;
+static volatile unsigned round_arrived;
+static volatile int rounds_over;
 
 /* What one CPU does and sees; CPU 0's seed is the one-CPU guest's. */
 struct cpu_touch {
@@ -194,17 +200,20 @@ static void record_touch(struct cpu_touch *w, uint64_t t_us, uint64_t page, uint
   w->log[st->records++] = (struct slow_touch){(uint32_t)t_us, (uint32_t)page, (uint32_t)us};
 }
 
-/* share=shared: read first (the fault every CPU on this page waits for
- * together), then own the page to rewrite it. */
-static uint32_t lock_page(struct region *r, uint64_t idx) {
+/* share=shared: read the round's page, then either rewrite it (the last CPU
+ * to arrive) or wait for the one that does. Returns 0 after the last round. */
+static int shared_touch(struct region *r, uint64_t idx, uint64_t round, uint64_t end) {
   (void)*(volatile uint64_t *)(r->pages + idx * WORDS);
-  uint32_t *g = &r->gen[idx];
-  for (;;) {
-    uint32_t cur = __atomic_load_n(g, __ATOMIC_RELAXED);
-    if (!(cur & GEN_LOCK) && __atomic_compare_exchange_n(g, &cur, cur | GEN_LOCK, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
-      return cur;
-    cpu_relax();
+  if (__atomic_add_fetch(&round_arrived, 1, __ATOMIC_ACQ_REL) == smp_cpus) {
+    round_arrived = 0;
+    uint32_t gen = ++r->gen[idx];
+    write_page(r->pages + idx * WORDS, idx, gen);
+    if (rdtsc() >= end) rounds_over = 1;
+    __atomic_store_n(&round_now, round + 1, __ATOMIC_RELEASE);
+  } else {
+    while (__atomic_load_n(&round_now, __ATOMIC_ACQUIRE) == round) cpu_relax();
   }
+  return !__atomic_load_n(&rounds_over, __ATOMIC_ACQUIRE);
 }
 
 static uint64_t total_touches(void) {
@@ -219,13 +228,12 @@ static void touch_cpu(unsigned cpu, void *arg) {
   struct region *r = j->r;
   struct cpu_touch *w = &cpu_work[cpu];
   uint64_t hz = j->khz * 1000, next = j->start + hz;
-  for (uint64_t now = rdtsc(); now < j->end;) {
+  int more = 1;
+  for (uint64_t now = rdtsc(), round = 0; more && (j->shared || now < j->end); round++) {
     uint64_t idx = w->first + rng_next(&w->rng) % w->npages;
     uint64_t t0 = rdtsc();
     if (j->shared) {
-      uint32_t gen = lock_page(r, idx) + 1;
-      write_page(r->pages + idx * WORDS, idx, gen);
-      __atomic_store_n(&r->gen[idx], gen, __ATOMIC_RELEASE);
+      more = shared_touch(r, idx, round, j->end);
     } else {
       uint32_t gen = ++r->gen[idx];
       write_page(r->pages + idx * WORDS, idx, gen);
@@ -260,6 +268,7 @@ static void plan_cpus(const struct region *r, int shared, uint64_t threshold_us)
 
 static void touch_all(struct region *r, uint64_t seconds, uint64_t khz, int shared, struct slow_stats *st) {
   struct touch_job j = {r, 0, 0, khz, shared};
+  round_now = 0, round_arrived = 0, rounds_over = 0;
   j.start = rdtsc();
   j.end = j.start + seconds * khz * 1000;
   smp_run(touch_cpu, &j);

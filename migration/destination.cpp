@@ -14,7 +14,7 @@
 #include "error.h"
 #include "fault_resolver.h"
 #include "hugepages.h"
-#include "mptable.h"
+#include "acpi.h"
 #include "thread_priority.h"
 #include "vm_state.h"
 
@@ -283,6 +283,8 @@ void Destination::start_guest(const PostcopyBegin& begin) {
   t_postcopy_ = Clock::now();
   main_bytes_at_postcopy_ = link_.main_bytes();
   vcpu_ = std::make_unique<vmm::VcpuThreads>(*machine_);
+  auto tids = vcpu_->thread_ids();
+  metrics_.set_vcpu_threads({tids.begin(), tids.end()});
   if (missing) {
     // Mapping what precopy left is a saving, never urgent: at normal priority
     // it took the cores from the vCPU and the faults (8 GiB hybrid: fault

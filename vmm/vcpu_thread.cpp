@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <csignal>
 
 #include <spdlog/spdlog.h>
@@ -30,6 +31,8 @@ VcpuThreads::VcpuThreads(Machine& machine, bool start_paused)
       tids_(machine.vcpu_count()) {
   install_kick_handler();
   for (size_t i = 0; i < machine.vcpu_count(); i++) threads_.emplace_back([this, i] { loop(i); });
+  std::unique_lock lock(mutex_);
+  cv_.wait(lock, [this] { return std::find(tids_.begin(), tids_.end(), 0) == tids_.end(); });
 }
 
 VcpuThreads::~VcpuThreads() {
@@ -62,6 +65,7 @@ void VcpuThreads::loop(size_t index) {
     native_[index] = pthread_self();
     tids_[index] = ::gettid();
   }
+  cv_.notify_all();
   for (;;) {
     {
       std::unique_lock lock(mutex_);

@@ -44,7 +44,8 @@ class VcpuThreads {
   bool wait_finished(std::chrono::milliseconds timeout);
   VcpuOutcome wait();
   bool finished() const;
-  // The kernel thread IDs of the vCPU threads, index = vCPU (0 until started).
+  // The kernel thread IDs of the vCPU threads, index = vCPU (known once the
+  // constructor returns).
   std::vector<pid_t> thread_ids() const;
 
  private:

@@ -2,6 +2,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdio>
+
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
@@ -81,6 +83,54 @@ TEST_F(BootTest, TouchVerifiesOnHugetlb1GAndReleasesThePage) {
     expect_touch_ok("--memory hugetlb-1g");
   }
   EXPECT_EQ(vmm::read_hugepage_pool(1ULL << 30).nr, before.nr) << "the test must give back the page it reserved";
+}
+
+// vCPU 0 finds the other in the MADT and starts it; both touch, and the
+// guest verifies every page they wrote.
+TEST_F(BootTest, TwoVcpusVerifyOnEveryBackend) {
+  HugepageReservation two_mib("2m", 64), one_gib("1g", 1);
+  struct {
+    const char* args;
+    const char* share;
+    bool ok;
+  } cases[] = {{"--memory gmem --gmem-bind fd", "shared", true},
+               {"--memory gmem --gmem-bind hva", "disjoint", true},
+               {"--memory shmem", "disjoint", true},
+               {"--memory hugetlb-2m --mem-size 128M", "shared", two_mib.ok()},
+               {"--memory hugetlb-1g --mem-size 1G", "disjoint", one_gib.ok()}};
+  for (const auto& c : cases) {
+    if (!c.ok) {
+      std::printf("[ SKIPPED  ] %s: could not reserve its hugepages\n", c.args);
+      continue;
+    }
+    auto r = run_command(
+        vmm_run(fmt::format("{} --vcpus 2 --cmdline 'workload=touch size=16 seconds=1 share={}'", c.args, c.share)));
+    EXPECT_EQ(r.exit_code, 0) << c.args << "\n" << r.output;
+    EXPECT_NE(r.output.find("smp: 2 CPUs running (MADT at 9fc50 lists 2), apic ids 0 1"), std::string::npos)
+        << c.args << "\n" << r.output;
+    EXPECT_NE(r.output.find("VERIFY OK pages=4096 cpus=2"), std::string::npos) << c.args << "\n" << r.output;
+    EXPECT_NE(r.output.find("HISTCPU cpu=1 "), std::string::npos) << c.args << "\n" << r.output;
+  }
+}
+
+TEST_F(BootTest, OneVcpuSaysSo) {
+  auto r = run_command(vmm_run("--memory shmem --cmdline 'workload=touch size=16 seconds=1'"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("smp: 1 CPU running (MADT at 9fc50 lists 1)"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("VERIFY OK pages=4096 cpus=1"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("HISTCPU"), std::string::npos) << r.output;
+}
+
+TEST_F(BootTest, VcpusBeyondEightAreRefused) {
+  auto r = run_command(vmm_run("--memory shmem --vcpus 9"));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("--vcpus"), std::string::npos) << r.output;
+}
+
+TEST_F(BootTest, SharedIsTheOnlyOtherShare) {
+  auto r = run_command(vmm_run("--memory shmem --cmdline 'workload=touch size=16 seconds=1 share=some'"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("touch: share=some: expected disjoint or shared"), std::string::npos) << r.output;
 }
 
 TEST_F(BootTest, HugetlbWithoutFreePagesSaysHowManyToReserve) {

@@ -83,10 +83,12 @@ struct Case {
   const char* dst;  // destination --memory
   const char* mode;
   const char* uffd = "minor";  // destination --uffd-mode
+  int vcpus = 1;
+  const char* share = "disjoint";  // the touch guest's share= with several vCPUs
 };
 
 void PrintTo(const Case& c, std::ostream* os) {
-  *os << c.src << " -> " << c.dst << " " << c.mode << " uffd " << c.uffd;
+  *os << c.src << " -> " << c.dst << " " << c.mode << " uffd " << c.uffd << " vcpus " << c.vcpus << " " << c.share;
 }
 
 class MigrationMatrix : public ::testing::TestWithParam<Case> {};
@@ -101,8 +103,8 @@ TEST_P(MigrationMatrix, GuestVerifiesOnTheDestination) {
   if (dst == "hugetlb-2m") pages = std::make_unique<Hugepages>("2m", 32);
   if (one_gig) pages = std::make_unique<Hugepages>("1g", 1);
   if (pages && !pages->ok_) GTEST_SKIP() << "cannot reserve hugepages for the destination: " << pages->why_;
-  std::string src = fmt::format("--memory {} --mem-size {} --mode {} --migrate-after 0.8", c.src,
-                                one_gig ? "1G" : "64M", mode);
+  std::string src = fmt::format("--memory {} --mem-size {} --mode {} --migrate-after 0.8 --vcpus {}", c.src,
+                                one_gig ? "1G" : "64M", mode, c.vcpus);
   // KVM refuses dirty logging on a KVM_MEM_GUEST_MEMFD slot: hybrid from gmem binds by hva.
   if (std::string(c.src) == "gmem" && mode == "hybrid") src += " --gmem-bind hva";
   // Uncapped, the push could deliver all 8 MiB of data (10-20 ms on loopback)
@@ -113,11 +115,16 @@ TEST_P(MigrationMatrix, GuestVerifiesOnTheDestination) {
   // A freshly reserved 1 GiB page is cold in the outer hypervisor: the
   // destination's pre-population alone took up to 10 s (a page the kernel had
   // to compact memory for), so that guest runs long enough to still be there.
-  MigrationRun m = migrate(src, fmt::format("--memory {} --uffd-mode {}", dst, c.uffd),
-                           one_gig ? "workload=touch size=8 seconds=14" : kGuest);
+  std::string guest = fmt::format("{} share={}", one_gig ? "workload=touch size=8 seconds=14" : kGuest, c.share);
+  MigrationRun m = migrate(src, fmt::format("--memory {} --uffd-mode {}", dst, c.uffd), guest);
   ASSERT_EQ(m.src_rc, 0) << m.src << "\n--- destination:\n" << m.dst;
   ASSERT_EQ(m.dst_rc, 0) << m.dst;
-  EXPECT_NE(m.dst.find("VERIFY OK pages=2048"), std::string::npos) << m.dst;
+  EXPECT_NE(m.dst.find(fmt::format("VERIFY OK pages=2048 cpus={}", c.vcpus)), std::string::npos) << m.dst;
+  // Every vCPU's faults and blocked time, and the time all were blocked at once.
+  ASSERT_EQ(m.report["by_vcpu"].size(), static_cast<size_t>(c.vcpus)) << m.report.dump(2);
+  double vcpu_min_ms = 1e9;
+  for (const auto& v : m.report["by_vcpu"]) vcpu_min_ms = std::min(vcpu_min_ms, v["blocked_ms"].get<double>());
+  EXPECT_LE(m.report["all_vcpus_blocked_ms"].get<double>(), vcpu_min_ms + 1e-9) << m.report.dump(2);
   ASSERT_TRUE(m.report.is_object()) << "no --report written";
   EXPECT_EQ(m.report["dst_backend"], dst);
   EXPECT_EQ(m.report["src_backend"], c.src);
@@ -143,6 +150,12 @@ TEST_P(MigrationMatrix, GuestVerifiesOnTheDestination) {
     if (dst == "shmem") {
       EXPECT_GT(view["faults_joined"].get<int>(), 0) << view.dump(2);
     }
+    // In lockstep every vCPU reads the round's page: they wait on it together,
+    // behind one request.
+    if (c.vcpus > 1 && std::string(c.share) == "shared" && dst == "shmem") {
+      EXPECT_GT(m.report["faults_joined"].get<int>(), 0) << m.report.dump(2);
+      EXPECT_LT(m.report["pages_requested"].get<int>(), m.report["faults"].get<int>()) << m.report.dump(2);
+    }
     EXPECT_EQ(m.report["uffd_mode"], c.uffd);
     // The destination times the push from its own start of postcopy, a few
     // ms after the source began filling the socket (uncapped: 500-900 MiB/s).
@@ -163,10 +176,18 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"shmem", "hugetlb-1g", "postcopy"}, Case{"shmem", "hugetlb-1g", "hybrid"},
                       // MISSING + UFFDIO_COPY: data staged, then copied in.
                       Case{"gmem", "shmem", "postcopy", "missing"}, Case{"gmem", "shmem", "hybrid", "missing"},
-                      Case{"gmem", "hugetlb-2m", "postcopy", "missing"}),
+                      Case{"gmem", "hugetlb-2m", "postcopy", "missing"},
+                      // Two vCPUs: each mode to each destination backend this kernel can host.
+                      Case{"gmem", "shmem", "postcopy", "minor", 2, "shared"},
+                      Case{"gmem", "shmem", "hybrid", "minor", 2, "disjoint"},
+                      Case{"shmem", "hugetlb-2m", "postcopy", "minor", 2, "disjoint"},
+                      Case{"shmem", "hugetlb-2m", "hybrid", "minor", 2, "shared"},
+                      Case{"gmem", "hugetlb-1g", "postcopy", "minor", 2, "shared"},
+                      Case{"shmem", "hugetlb-1g", "hybrid", "minor", 2, "disjoint"}),
     [](const ::testing::TestParamInfo<Case>& i) {
       std::string n = fmt::format("{}_to_{}_{}", i.param.src, i.param.dst, i.param.mode);
       if (std::string(i.param.uffd) != "minor") n += std::string("_") + i.param.uffd;
+      if (i.param.vcpus > 1) n += fmt::format("_{}vcpus_{}", i.param.vcpus, i.param.share);
       for (char& ch : n)
         if (ch == '-') ch = '_';
       return n;

@@ -9,11 +9,11 @@
 
 namespace {
 
-std::string qemu(const std::string& cmdline) {
+std::string qemu(const std::string& cmdline, const std::string& extra = "") {
   return fmt::format(
       "qemu-system-x86_64 -accel kvm -m 256 -kernel {} -append '{}' -device isa-debug-exit,iobase=0x501 "
-      "-display none -serial stdio -monitor none -nodefaults -no-reboot",
-      GUEST_ELF, cmdline);
+      "-display none -serial stdio -monitor none -nodefaults -no-reboot {}",
+      GUEST_ELF, cmdline, extra);
 }
 
 class QemuBootTest : public ::testing::Test {
@@ -37,6 +37,16 @@ TEST_F(QemuBootTest, TouchVerifiesUnderQemu) {
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("VERIFY OK pages=4096"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("touch: tsc "), std::string::npos) << r.output;
+}
+
+// The same guest finds QEMU's second CPU in QEMU's MADT and starts it.
+TEST_F(QemuBootTest, TwoCpusUnderQemuSmp2) {
+  for (const char* share : {"shared", "disjoint"}) {
+    auto r = test::run_command(qemu(fmt::format("workload=touch size=16 seconds=1 share={}", share), "-smp 2"));
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_NE(r.output.find("smp: 2 CPUs running"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("VERIFY OK pages=4096 cpus=2"), std::string::npos) << r.output;
+  }
 }
 
 }  // namespace
