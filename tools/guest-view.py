@@ -47,9 +47,9 @@ slow_summary, free_port, exit_cost = _peer.slow_summary, _peer.free_port, _peer.
 
 
 def ours(args, out, name, migrate):
-    cmdline = "workload=touch size=%d seconds=%d record_us=32" % (args.size, args.seconds)
+    cmdline = "workload=touch size=%d seconds=%d record_us=32 share=%s" % (args.size, args.seconds, args.share)
     run = [VMM, "run", "--kernel", GUEST, "--cmdline", cmdline, "--memory", "gmem", "--mem-size", "%dM" % args.mem,
-           "--gmem-bind", "hva"]
+           "--gmem-bind", "hva", "--vcpus", str(args.vcpus)]
     report = os.path.join(out, name + ".report.json")
     serial = os.path.join(out, name + ".serial")
     if not migrate:
@@ -77,7 +77,8 @@ def ours(args, out, name, migrate):
 def qemu(args, out, name, version, migrate):
     cmd = [sys.executable, os.path.join(ROOT, "tools/qemu-postcopy.py"), "--qemu", version, "--size", str(args.size),
            "--seconds", str(args.seconds), "--mem", str(args.mem), "--precopy", "0", "--preempt",
-           "--migrate-after", str(args.delay)] + ([] if migrate else ["--control"]) + \
+           "--migrate-after", str(args.delay), "--smp", str(args.vcpus), "--share", args.share] + \
+          ([] if migrate else ["--control"]) + \
           (["--hugetlb", HUGETLB[args.backend]] if args.backend in HUGETLB else [])
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=args.seconds + 180)
     try:
@@ -131,6 +132,9 @@ def main():
     ap.add_argument("--backend", default="shmem", choices=sorted(UFFD_FLOOR),
                     help="the destination's memory (QEMU: memfd, or hugetlb memfd of that page size)")
     ap.add_argument("--delay", type=float, default=0.5, help="seconds after 'touch: filled' to migrate")
+    ap.add_argument("--vcpus", type=int, default=1, help="vCPUs of the guest (QEMU: -smp N)")
+    ap.add_argument("--share", choices=["disjoint", "shared"], default="disjoint",
+                    help="with several vCPUs: each on its own part of the buffer, or all on the same pages in lockstep")
     ap.add_argument("--out", default=os.path.join(ROOT, "lab-results/guest-view-" + time.strftime("%Y%m%d-%H%M%S")))
     args = ap.parse_args()
     args.mem = args.mem or (1024 if args.backend == "hugetlb-1g" else 512)
@@ -165,10 +169,10 @@ def reserve_hugepages(args, qemus):
     return [size, str(count)]
 
 
-def rounds(args, qemus):
+def rounds(args, qemus, first_round=0):
     fig = {k: [] for k in ["ours-control", "ours"] + ["qemu%s-control" % q for q in qemus] + ["qemu%s" % q for q in qemus]}
     waterfalls, fl = [], []
-    for i in range(args.runs):
+    for i in range(first_round, first_round + args.runs):
         fl.append(floors(args, args.out, i))
         r = ours(args, args.out, "ours-control-%d" % i, False)
         fig["ours-control"].append(guest_figures(*slow_summary(r["serial"])))
@@ -180,7 +184,14 @@ def rounds(args, qemus):
         rep = r.get("report", {})
         f["downtime_ms"] = rep.get("downtime_ms")
         f["vmm_max_fault_us"] = rep.get("latency_us", {}).get("max")
+        f["faults"] = rep.get("faults")
+        f["fault_p50_us"] = rep.get("latency_us", {}).get("p50")
+        f["fault_p99_us"] = rep.get("latency_us", {}).get("p99")
+        f["faults_joined"] = rep.get("faults_joined")
+        f["all_vcpus_blocked_ms"] = rep.get("all_vcpus_blocked_ms")
+        f["vcpu_blocked_ms"] = [v["blocked_ms"] for v in rep.get("by_vcpu", [])]
         f["exit_us"] = exit_cost(r["serial"]).get("cpuid_p50_ns", 0) / 1000.0
+        f["verify_ok"] = "VERIFY OK" in r["serial"]
         fig["ours"].append(f)
         if rep.get("guest_view"):  # the destination's own join (migration/guest_view.cpp)
             waterfalls.append(rep["guest_view"])
@@ -192,6 +203,8 @@ def rounds(args, qemus):
             f = guest_figures(res.get("guest_slow", {}), res.get("guest_slow_records", []))
             f["downtime_ms"] = res.get("downtime_ms")
             f["verify_ok"] = res.get("verify_ok")
+            f["all_vcpus_blocked_ms"] = res.get("postcopy_blocktime_ms")
+            f["vcpu_blocked_ms"] = res.get("postcopy_vcpu_blocktime_ms") or []
             f["exit_us"] = res.get("guest_exit_cost_ns", {}).get("cpuid_p50_ns", 0) / 1000.0
             fig["qemu%s" % q].append(f)
         print("guest-view: round %d of %d done" % (i + 1, args.runs), file=sys.stderr)
@@ -199,8 +212,9 @@ def rounds(args, qemus):
 
 
 def print_results(args, qemus, fig, waterfalls, fl):
-    print("\nguest-view: touch %d MiB of %d MiB, %d s; ours gmem -> %s, QEMU %s; migration %.1f s after "
-          "'touch: filled'; %d rounds; %s" % (args.size, args.mem, args.seconds, args.backend,
+    print("\nguest-view: touch %d MiB of %d MiB, %d s, %d vCPU%s%s; ours gmem -> %s, QEMU %s; migration %.1f s after "
+          "'touch: filled'; %d rounds; %s" % (args.size, args.mem, args.seconds, args.vcpus, "s" if args.vcpus > 1 else "",
+                                               " share=" + args.share if args.vcpus > 1 else "", args.backend,
                                                "memfd" + ("-hugetlb-" + HUGETLB[args.backend] if args.backend in HUGETLB else ""),
                                                args.delay, args.runs, args.out))
     print("%-16s %-26s %-24s %-22s %-22s %s" % ("run", "stall - control ms", "slowest touch us", "reported downtime ms",

@@ -75,7 +75,7 @@ def qemu(args, name, tmp, mem_mib, hugetlb, cmdline, extra):
     else:
         backend = "memory-backend-memfd,id=ram,size=%dM,share=on" % mem_mib
     cmd = qemu_command(args.qemu) + ["-accel", "kvm", "-m", "%dM" % mem_mib, "-object", backend,
-           "-machine", "pc,memory-backend=ram", "-kernel", args.kernel, "-append", cmdline,
+           "-machine", "pc,memory-backend=ram", "-smp", str(args.smp), "-kernel", args.kernel, "-append", cmdline,
            "-device", "isa-debug-exit,iobase=0x501", "-display", "none", "-nodefaults", "-no-reboot",
            "-serial", "file:%s/%s.serial" % (tmp, name), "-qmp", "unix:%s/%s.qmp,server=on,wait=off" % (tmp, name)]
     return subprocess.Popen(cmd + extra, stdout=subprocess.DEVNULL, stderr=open("%s/%s.log" % (tmp, name), "w"))
@@ -141,10 +141,14 @@ def main():
     ap.add_argument("--preempt", action="store_true", help="enable postcopy-preempt")
     ap.add_argument("--hugetlb", choices=["2M", "1G"])
     ap.add_argument("--slow-us", type=int, default=32, help="count guest touches at least this slow")
+    ap.add_argument("--smp", type=int, default=1, help="vCPUs (-smp N)")
+    ap.add_argument("--share", choices=["disjoint", "shared"], default="disjoint",
+                    help="the touch guest's share= with several vCPUs")
     args = ap.parse_args()
 
     tmp = tempfile.mkdtemp(prefix="qemu-postcopy.")
-    cmdline = "workload=touch size=%d seconds=%d record_us=%d" % (args.size, args.seconds, args.record_us)
+    cmdline = "workload=touch size=%d seconds=%d record_us=%d share=%s" % (args.size, args.seconds, args.record_us,
+                                                                          args.share)
     if args.control:
         return control(args, tmp, cmdline)
     port = free_port()
@@ -199,7 +203,7 @@ def main():
         blocktime = dinfo.get("postcopy-blocktime", 0)
         slow, recs = slow_summary(serial)
         print(json.dumps({
-            "peer": "qemu", "qemu": args.qemu, "preempt": args.preempt, "trigger": "touch: filled + %gs" % args.migrate_after, "backend": "memfd" + ("-hugetlb-" + args.hugetlb if args.hugetlb else ""),
+            "peer": "qemu", "qemu": args.qemu, "smp": args.smp, "share": args.share, "preempt": args.preempt, "trigger": "touch: filled + %gs" % args.migrate_after, "backend": "memfd" + ("-hugetlb-" + args.hugetlb if args.hugetlb else ""),
             "status": info.get("status"), "downtime_ms": info.get("downtime"), "total_ms": round(total_ms),
             "postcopy_blocktime_ms": blocktime, "postcopy_vcpu_blocktime_ms": dinfo.get("postcopy-vcpu-blocktime"),
             "guest_slow_touches": faults, "guest_slow_us": args.slow_us,
