@@ -45,6 +45,13 @@ void Destination::write_report() {
   j["zero_pages_skipped"] = pages_->chunks_skipped();
   j["chunks_received"] = pages_->chunks_received();
   j["local_resolutions"] = resolver_ ? resolver_->local_resolutions() : 0;
+  FaultResolver::Load load = resolver_ ? resolver_->load() : FaultResolver::Load{};
+  j["fault_thread"] = {{"reads", load.reads},
+                       {"events", load.events},
+                       {"max_events_per_read", load.max_batch},
+                       {"cpu_ms", load.cpu_ms},
+                       {"wall_ms", load.wall_ms},
+                       {"busy_fraction", load.wall_ms > 0 ? load.cpu_ms / load.wall_ms : 0.0}};
   j["precopy_rounds"] = rounds_;
   j["downtime_ms"] = downtime_ms;
   j["downtime_breakdown_ms"] = {{"source_stop_to_begin", source_stop_ms_},
@@ -86,7 +93,8 @@ void Destination::write_report() {
              "  by path: requested {} (p50 {:.0f}, p99 {:.0f} us); already in flight on the push {} (p50 {:.0f}, p99 {:.0f} us)\n"
              "  vCPU blocked {:.2f} ms{}; pages requested {}, pushed {}; zero 4 KiB chunks skipped {}\n"
              "  precopy rounds {}; downtime {:.2f} ms (source {:.2f} + destination {:.2f}); total {:.0f} ms\n"
-             "  lost links recovered {} (paused {:.0f} ms in all)\n\n",
+             "  lost links recovered {} (paused {:.0f} ms in all)\n"
+             "  fault thread: {} events in {} reads (at most {} at once), on a CPU {:.1f} of {:.0f} ms ({:.1f}%)\n\n",
              hello_.src_backend, vmm::backend_name(options_.backend), vmm::format_size(pages_->page_size()),
              mode_name(hello_.mode), uffd_ ? vmm::uffd_mode_name(options_.uffd_mode) : "none", s.faults, s.p50_us, s.p90_us, s.p99_us, s.max_us, s.mean_us, s.request_us_p50,
              s.network_us_p50, s.continue_us_p50,
@@ -94,7 +102,8 @@ void Destination::write_report() {
              s.requested.p50_us, s.requested.p99_us, s.in_flight.faults, s.in_flight.p50_us, s.in_flight.p99_us,
              s.blocked_ms, by_vcpu_text(s), s.pages_requested, pages_->pages_pushed(),
              pages_->chunks_skipped(), rounds_, downtime_ms, source_stop_ms_, restore_ms_, total_ms, pauses_.size(),
-             paused_ms);
+             paused_ms, load.events, load.reads, load.max_batch, load.cpu_ms, load.wall_ms,
+             load.wall_ms > 0 ? 100 * load.cpu_ms / load.wall_ms : 0.0);
   report_ = std::move(j);
   fault_records_ = std::move(s.records);
   save_report();

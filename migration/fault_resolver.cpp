@@ -7,6 +7,7 @@
 
 #include <array>
 #include <cerrno>
+#include <ctime>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -24,8 +25,17 @@ FaultResolver::FaultResolver(const vmm::Userfaultfd& uffd, PageStates& pages, Re
 FaultResolver::~FaultResolver() { stop(); }
 
 void FaultResolver::start() {
+  t_start_ = Clock::now();
   thread_ = std::thread([this] {
     vmm::make_current_thread_urgent("uffd-resolver");
+    struct CpuTime {
+      double& out;
+      ~CpuTime() {
+        timespec ts{};
+        ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+        out = static_cast<double>(ts.tv_sec) * 1e3 + static_cast<double>(ts.tv_nsec) / 1e6;
+      }
+    } cpu{cpu_ms_};
     try {
       loop();
     } catch (const std::exception& e) {
@@ -44,6 +54,13 @@ void FaultResolver::stop() {
   uint64_t one = 1;
   (void)!::write(stop_fd_.get(), &one, sizeof one);
   thread_.join();
+  t_end_ = Clock::now();
+}
+
+FaultResolver::Load FaultResolver::load() const {
+  Load l{reads_.load(), events_.load(), max_batch_.load(), cpu_ms_, 0};
+  if (t_end_ != Clock::time_point{}) l.wall_ms = std::chrono::duration<double, std::milli>(t_end_ - t_start_).count();
+  return l;
 }
 
 std::string FaultResolver::error() const {
@@ -86,7 +103,11 @@ void FaultResolver::loop() {
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
     if (n < 0) vmm::throw_errno("read(userfaultfd)");
     batch.clear();
-    for (ssize_t i = 0; i < n / static_cast<ssize_t>(sizeof(uffd_msg)); i++) handle(msgs[static_cast<size_t>(i)], batch);
+    auto events = static_cast<uint64_t>(n) / sizeof(uffd_msg);
+    reads_++;
+    events_ += events;
+    if (events > max_batch_) max_batch_ = events;
+    for (size_t i = 0; i < events; i++) handle(msgs[i], batch);
     if (batch.empty()) continue;
     auto t = Clock::now();  // recorded first: the answer may complete the page before send() returns
     for (uint64_t p : batch) metrics_.request_sent(p, t);

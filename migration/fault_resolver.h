@@ -34,6 +34,15 @@ class FaultResolver {
   std::string error() const;
   uint64_t local_resolutions() const { return local_.load(); }
 
+  // Whether one fault thread keeps up: how many events each read() brought
+  // (several at once: faults waited in the queue) and how much of its time
+  // the thread spent on a CPU rather than waiting in poll().
+  struct Load {
+    uint64_t reads = 0, events = 0, max_batch = 0;
+    double cpu_ms = 0, wall_ms = 0;  // from start() to stop()
+  };
+  Load load() const;
+
  private:
   void loop();
   void handle(const uffd_msg& msg, std::vector<uint64_t>& batch);
@@ -48,6 +57,9 @@ class FaultResolver {
   mutable std::mutex mutex_;
   std::string error_;
   std::atomic<uint64_t> local_{0};
+  std::atomic<uint64_t> reads_{0}, events_{0}, max_batch_{0};
+  Clock::time_point t_start_{}, t_end_{};
+  double cpu_ms_ = 0;  // set as the thread ends, read after join
 };
 
 }  // namespace migration

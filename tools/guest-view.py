@@ -190,6 +190,8 @@ def rounds(args, qemus, first_round=0):
         f["faults_joined"] = rep.get("faults_joined")
         f["all_vcpus_blocked_ms"] = rep.get("all_vcpus_blocked_ms")
         f["vcpu_blocked_ms"] = [v["blocked_ms"] for v in rep.get("by_vcpu", [])]
+        f["fault_thread_busy"] = rep.get("fault_thread", {}).get("busy_fraction")
+        f["fault_thread_max_batch"] = rep.get("fault_thread", {}).get("max_events_per_read")
         f["exit_us"] = exit_cost(r["serial"]).get("cpuid_p50_ns", 0) / 1000.0
         f["verify_ok"] = "VERIFY OK" in r["serial"]
         fig["ours"].append(f)

@@ -21,9 +21,11 @@ Last (not with --quick), tools/guest-view.py on each --guest-view-backends
 (default shmem, then hugetlb-2m): ours beside QEMU 11.1 (and 7.2 on shmem),
 each beside a control run without migration, with our faults joined with the
 guest's touches (the waterfall) and judged against floors measured in the
-same run, appended to results.md. Then tools/size-curve.py (--size-curve-runs
-rounds): downtime, push, fault p50/p99 and each VMM's memory from 512 MiB to
-8 GiB of guest RAM, also appended to results.md.
+same run, appended to results.md. Then tools/smp.py (--smp-runs rounds): 1
+vCPU against 2 (disjoint and shared pages) beside QEMU 11.1 -smp, and
+tools/size-curve.py (--size-curve-runs rounds): downtime, push, fault p50/p99
+and each VMM's memory from 512 MiB to 8 GiB of guest RAM, both appended to
+results.md.
 
   tools/lab.py [--out DIR] [--quick] [--no-qemu] [--links loopback,veth:rate=1000:rtt=2[:prio=off]]
                [--sources gmem,shmem] [--sizes 16,64]
@@ -479,6 +481,8 @@ def main():
     ap.add_argument("--guest-view-runs", type=int, default=3,
                     help="rounds of tools/guest-view.py after the matrix (ours, QEMU 11.1 and 7.2, each beside a "
                          "control run; 0: none; not with --quick)")
+    ap.add_argument("--smp-runs", type=int, default=1,
+                    help="rounds of tools/smp.py (1 vCPU against 2, disjoint and shared, beside QEMU -smp 2)")
     ap.add_argument("--size-curve-runs", type=int, default=1,
                     help="rounds of tools/size-curve.py (512 MiB to 8 GiB, shmem destination) after the matrix; "
                          "0: none; not with --quick")
@@ -559,6 +563,16 @@ def main():
                 # QEMU 7.2 beside 11.1 on 4 KiB pages; on hugepages the newest is the peer.
                 peers = "11.1,7.2" if backend == "shmem" else "11.1"
                 guest_view(args.out, args.guest_view_runs, "" if args.no_qemu else peers, backend)
+        if not args.quick and args.smp_runs > 0:
+            smp = os.path.join(args.out, "smp")
+            r = subprocess.run([sys.executable, os.path.join(ROOT, "tools/smp.py"), "--runs", str(args.smp_runs),
+                                "--qemu", "" if args.no_qemu else "11.1", "--out", smp])
+            if os.path.exists(os.path.join(smp, "smp.md")):
+                with open(os.path.join(args.out, "results.md"), "a") as f:
+                    f.write("\n## What a second vCPU changes, beside QEMU -smp 2 (tools/smp.py)\n\n")
+                    f.write(open(os.path.join(smp, "smp.md")).read())
+            else:
+                print("lab: tools/smp.py failed (exit %d)" % r.returncode, file=sys.stderr)
         if not args.quick and args.size_curve_runs > 0:
             curve = os.path.join(args.out, "size-curve")
             r = subprocess.run([sys.executable, os.path.join(ROOT, "tools/size-curve.py"), "--runs",

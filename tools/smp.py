@@ -17,6 +17,9 @@ Figures, medians over rounds:
   per-vCPU blocked ms each vCPU was blocked (QEMU: postcopy-vcpu-blocktime)
   faults, p50/p99  our destination's faults and their latency
   joined           our faults that waited behind another vCPU's request
+  fault thread     the share of postcopy our one fault thread spent on a CPU,
+                   and the most userfaultfd events one read() returned: does
+                   one thread keep up with two vCPUs' faults
 Each figure of a 2-vCPU configuration is also given as a multiple of the
 same VMM's 1-vCPU figure.
 
@@ -65,25 +68,28 @@ def summarize(fig, vmm):
             "p50_us": med([r.get("fault_p50_us") for r in runs]),
             "p99_us": med([r.get("fault_p99_us") for r in runs]),
             "joined": med([r.get("faults_joined") for r in runs]),
+            "thread_busy": med([r.get("fault_thread_busy") for r in runs]),
+            "max_batch": max([r.get("fault_thread_max_batch") or 0 for r in runs], default=0),
             "verified": sum(1 for r in runs if r.get("verify_ok", True)), "runs": len(runs)}
 
 
 def table(results, vmms):
     lines = ["| VMM | vCPUs | stall - control ms | all vCPUs blocked ms | per-vCPU blocked ms | slowest touch us "
-             "| downtime ms | faults | fault p50 / p99 us | joined |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| downtime ms | faults | fault p50 / p99 us | joined | fault thread busy, most events a read |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for vmm in vmms:
         one = results["1-disjoint"][vmm]
         for key, s in results.items():
             s = s[vmm]
-            lines.append("| %s | %s | %s%s | %s%s | %s | %s%s | %s | %s%s | %s | %s |" % (
+            lines.append("| %s | %s | %s%s | %s%s | %s | %s%s | %s | %s%s | %s | %s | %s |" % (
                 vmm, key.replace("-", " "), fmt(s["stall_cost_ms"]), ratio(s["stall_cost_ms"], one["stall_cost_ms"]),
                 fmt(s["all_blocked_ms"]), ratio(s["all_blocked_ms"], one["all_blocked_ms"]),
                 " / ".join(fmt(v) for v in s["vcpu_blocked_ms"]) or "-",
                 fmt(s["slowest_us"], "%.0f"), ratio(s["slowest_us"], one["slowest_us"]),
                 fmt(s["downtime_ms"], "%.2f"), fmt(s["faults"], "%.0f"), ratio(s["faults"], one["faults"]),
                 "%s / %s" % (fmt(s["p50_us"], "%.0f"), fmt(s["p99_us"], "%.0f")) if s["p50_us"] is not None else "-",
-                fmt(s["joined"], "%.0f")))
+                fmt(s["joined"], "%.0f"),
+                "%.1f%%, %d" % (100 * s["thread_busy"], s["max_batch"]) if s["thread_busy"] is not None else "-"))
     return "\n".join(lines)
 
 

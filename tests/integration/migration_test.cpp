@@ -3,6 +3,7 @@
 // destination. Guests stay small here; large sizes belong in benchmarks.
 #include <unistd.h>
 
+#include <cstdio>
 #include <fstream>
 
 #include <fmt/format.h>
@@ -404,3 +405,23 @@ TEST(Lab, ShapedLinkMeasuresFloorsAcrossTheSameLink) {
 }
 
 }  // namespace
+
+// One vCPU against two (disjoint, shared) beside QEMU -smp on the same guest:
+// every row, both VMMs, each migration verified.
+TEST(Lab, SmpComparesOneAndTwoVcpusBesideQemu) {
+  if (!have_kvm()) GTEST_SKIP() << "no usable /dev/kvm on this host";
+  bool qemu = test::have_program("qemu-system-x86_64");
+  if (!qemu) std::printf("[ NOTE     ] qemu-system-x86_64 is not installed: our rows only\n");
+  std::string out = ::testing::TempDir() + "smp";
+  auto r = run_command(fmt::format("python3 {}/smp.py --runs 1 --qemu '{}' --size 16 --seconds 2 --mem 256 --out {} 2>&1",
+                                   TOOLS_DIR, qemu ? "7.2" : "", out),
+                       400);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  for (const char* row : {"| ours | 1 disjoint |", "| ours | 2 disjoint |", "| ours | 2 shared |"})
+    EXPECT_NE(r.output.find(row), std::string::npos) << row << "\n" << r.output;
+  if (qemu) {
+    EXPECT_NE(r.output.find("| qemu7.2 | 2 shared |"), std::string::npos) << r.output;
+  }
+  EXPECT_EQ(r.output.find("migrations verified"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("%, "), std::string::npos) << "no fault-thread figures\n" << r.output;
+}
