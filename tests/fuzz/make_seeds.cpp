@@ -43,6 +43,8 @@ int main(int argc, char** argv) {
   seed("fuzz_hello", 0, encode(hello));
   hello.resume = true;
   seed("fuzz_hello", 1, encode(hello));
+  hello.vcpus = 2;
+  seed("fuzz_hello", 2, encode(hello));
   seed("fuzz_hello_reply", 0, encode(HelloReply{true, "", "shmem", 4096, true}));
   seed("fuzz_hello_reply", 1, encode(HelloReply{false, "too big", "hugetlb-1g", 1 << 30, false}));
   seed("fuzz_round_done", 0, encode(RoundDone{3, 1000}));
@@ -61,9 +63,13 @@ int main(int argc, char** argv) {
   VmState vm;
   vm.mem_size = 64 << 20;
   vm.cmdline = "workload=touch size=8";
-  vm.vcpu.msrs.push_back({0x10, 0, 12345});
+  vm.vcpus.resize(1);
+  vm.vcpus[0].msrs.push_back({0x10, 0, 12345});
   vm.serial.partial_line = "touch: fill";
   seed("fuzz_vm_state", 0, encode(vm));
+  vm.vcpus.resize(2);  // two vCPUs, each with its LAPIC, and the irqchip after them
+  for (uint32_t id = 0; id < 3; id++) vm.irqchip.chips[id].chip_id = id;
+  seed("fuzz_vm_state", 1, encode(vm));
   auto header = make_header(FrameType::Hello, 0, encode(hello));
   std::vector<uint8_t> framed(header.begin(), header.end());
   auto h = encode(hello);

@@ -147,7 +147,7 @@ TEST(KernelLab, PostcopyOnGuestMemfdInsideALabKernel) {
                                      TOOLS_DIR, kernel, out),
                          140);
     auto steps = read_steps(out + "/share/steps.tsv");
-    for (const char* s : {"caps", "conformance", "minor", "missing", "shmem", "smp"})
+    for (const char* s : {"caps", "conformance", "minor", "missing", "shmem"})
       ASSERT_TRUE(steps.count(s)) << "step " << s << " did not run\n" << r.output;
     auto conf = nlohmann::json::parse(slurp(out + "/share/conformance.json"), nullptr, false);
     ASSERT_TRUE(conf.is_object()) << r.output;
@@ -156,20 +156,20 @@ TEST(KernelLab, PostcopyOnGuestMemfdInsideALabKernel) {
     if (conf["checks"][0]["result"] == "unsupported") {
       // A kernel without userfaultfd on guest_memfd: refused, named, its own exit status.
       EXPECT_EQ(r.exit_code, 4) << r.output;
-      for (const char* s : {"minor", "missing", "smp"}) {
+      for (const char* s : {"minor", "missing"}) {
         EXPECT_EQ(steps[s].first, "FAIL");
         EXPECT_NE(steps[s].second.find("refused"), std::string::npos) << steps[s].second;
         EXPECT_NE(steps[s].second.find("EINVAL"), std::string::npos) << steps[s].second;
       }
       continue;
     }
-    for (const char* s : {"minor", "missing", "smp"}) {
+    for (const char* s : {"minor", "missing"}) {
       EXPECT_EQ(steps[s].first, "ok") << steps[s].second << "\n" << r.output;
       auto report = nlohmann::json::parse(slurp(out + "/share/" + s + ".json"), nullptr, false);
       ASSERT_TRUE(report.is_object()) << s;
       EXPECT_EQ(report["dst_backend"], "gmem");
-      EXPECT_EQ(report["uffd_mode"], std::string(s) == "smp" ? "minor" : s);
-      EXPECT_EQ(report["by_vcpu"].size(), std::string(s) == "smp" ? 2u : 1u);
+      EXPECT_EQ(report["uffd_mode"], s);
+      EXPECT_EQ(report["by_vcpu"].size(), 1u);
       EXPECT_GT(report["faults"].get<int>(), 0);
       EXPECT_NE(slurp(out + "/share/" + s + "-guest.log").find("VERIFY OK"), std::string::npos);
     }
