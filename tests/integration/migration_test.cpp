@@ -159,8 +159,14 @@ TEST_P(MigrationMatrix, GuestVerifiesOnTheDestination) {
     }
     EXPECT_EQ(m.report["uffd_mode"], c.uffd);
     // The destination times the push from its own start of postcopy, a few
-    // ms after the source began filling the socket (uncapped: 500-900 MiB/s).
-    EXPECT_LE(m.report["push_mib_per_s"].get<double>(), kPushCapMib * 1.25) << m.report.dump(2);
+    // ms after the source began filling the socket (uncapped: 500-900 MiB/s):
+    // up to what the loopback socket buffers hold (~4 MiB) arrives at once.
+    // That is 1.1x the cap over a 2 MiB-page guest's 8 MiB push, so the
+    // buffered part is allowed beside the cap rather than folded into it.
+    double push_mib = m.report["push_mib"].get<double>(), rate = m.report["push_mib_per_s"].get<double>();
+    double push_s = rate > 0 ? push_mib / rate : 0;
+    EXPECT_LE(push_mib, kPushCapMib * 1.25 * push_s + 4) << m.report.dump(2);
+    EXPECT_LE(rate, kPushCapMib * 2) << m.report.dump(2);
   }
   if (mode == "hybrid") {
     EXPECT_GE(m.report["precopy_rounds"].get<int>(), 1);

@@ -190,7 +190,7 @@ TEST(LinkRecovery, TlsLeavesNoFrameHeaderOnTheWire) {
   run_command("openssl rand -hex 32 >" + key);
   auto headers = [&] {
     std::string bytes = slurp(wire);
-    const std::string header("GPCM\x02\x00", 6);  // kMagic, then kVersion (2), little-endian
+    const std::string header("GPCM\x03\x00", 6);  // kMagic, then kVersion (3), little-endian
     size_t n = 0;
     for (size_t at = bytes.find(header); at != std::string::npos; at = bytes.find(header, at + 1)) n++;
     return std::make_pair(n, bytes.size());
