@@ -11,6 +11,16 @@
 #define XEN_ELFNOTE_PHYS32_ENTRY 18
 #define MSR_EFER 0xc0000080
 
+/* The kernel data selector in every data segment register. */
+.macro LOAD_DATA_SEGMENTS
+	movw $0x10, %ax
+	movw %ax, %ds
+	movw %ax, %es
+	movw %ax, %ss
+	movw %ax, %fs
+	movw %ax, %gs
+.endm
+
 	.section .note.Xen, "a"
 	.p2align 2
 	.long 4                      /* namesz: "Xen\0" */
@@ -65,12 +75,7 @@ pvh_start32:
 
 	.code64
 long_mode_entry:
-	movw $0x10, %ax
-	movw %ax, %ds
-	movw %ax, %es
-	movw %ax, %ss
-	movw %ax, %fs
-	movw %ax, %gs
+	LOAD_DATA_SEGMENTS
 	movabsq $boot_stack_top, %rsp
 	call boot_main
 2:	hlt
@@ -132,12 +137,7 @@ ap_trampoline_end:
 	.text
 	.code64
 ap_long_entry:
-	movw $0x10, %ax
-	movw %ax, %ds
-	movw %ax, %es
-	movw %ax, %ss
-	movw %ax, %fs
-	movw %ax, %gs
+	LOAD_DATA_SEGMENTS
 	movl $1, %edi
 	lock xaddl %edi, ap_next     /* %edi = this AP's CPU number, 1.. */
 	movq %rdi, %rax

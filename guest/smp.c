@@ -168,7 +168,7 @@ void smp_wait_aps(uint64_t tsc_khz) {
   con_printf("smp: %u CPU%s running (MADT at %lx lists %u), apic ids", smp_cpus, smp_cpus == 1 ? "" : "s", table_paddr,
              table_cpus);
   for (unsigned c = 0; c < smp_cpus; c++) con_printf(" %u", cpu_apic_id[c]);
-  con_printf(", up in %lu us\n", tsc_khz ? (rdtsc() - t0) * 1000 / tsc_khz : 0);
+  con_printf(", waited %lu us for them\n", tsc_khz ? (rdtsc() - t0) * 1000 / tsc_khz : 0);
   if (ap_online < aps_sent)
     con_printf("smp: %u of %u APs did not reach ring 3 within 2 s of INIT-SIPI-SIPI\n", aps_sent - ap_online, aps_sent);
 }

@@ -122,16 +122,21 @@ def rng(v, fmt="%.0f"):
     return (fmt + " [" + fmt + "-" + fmt + "]") % (statistics.median(v), min(v), max(v))
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_round_args(ap, mem_default, mem_help):
+    """The options of a round shared with tools/smp.py."""
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--qemu", default="11.1", help="comma list of 11.1, 7.2; empty for none")
     ap.add_argument("--size", type=int, default=64, help="touch buffer MiB")
     ap.add_argument("--seconds", type=int, default=6)
-    ap.add_argument("--mem", type=int, help="guest RAM MiB (default 512, 1024 for hugetlb-1g)")
+    ap.add_argument("--mem", type=int, default=mem_default, help=mem_help)
+    ap.add_argument("--delay", type=float, default=0.5, help="seconds after 'touch: filled' to migrate")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_round_args(ap, None, "guest RAM MiB (default 512, 1024 for hugetlb-1g)")
     ap.add_argument("--backend", default="shmem", choices=sorted(UFFD_FLOOR),
                     help="the destination's memory (QEMU: memfd, or hugetlb memfd of that page size)")
-    ap.add_argument("--delay", type=float, default=0.5, help="seconds after 'touch: filled' to migrate")
     ap.add_argument("--vcpus", type=int, default=1, help="vCPUs of the guest (QEMU: -smp N)")
     ap.add_argument("--share", choices=["disjoint", "shared"], default="disjoint",
                     help="with several vCPUs: each on its own part of the buffer, or all on the same pages in lockstep")

@@ -95,12 +95,7 @@ def table(results, vmms):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--qemu", default="11.1", help="comma list of 11.1, 7.2; empty for none")
-    ap.add_argument("--size", type=int, default=64, help="touch buffer MiB")
-    ap.add_argument("--seconds", type=int, default=6)
-    ap.add_argument("--mem", type=int, default=512, help="guest RAM MiB")
-    ap.add_argument("--delay", type=float, default=0.5, help="seconds after 'touch: filled' to migrate")
+    gv.add_round_args(ap, 512, "guest RAM MiB")
     ap.add_argument("--out", default=os.path.join(ROOT, "lab-results/smp-" + time.strftime("%Y%m%d-%H%M%S")))
     args = ap.parse_args()
     qemus = [q for q in args.qemu.split(",") if q]
