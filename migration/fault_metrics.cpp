@@ -128,7 +128,8 @@ FaultMetrics::Summary FaultMetrics::summarize() const {
   }
   summarize_vcpus(s);
   s.pages_waited_by_several = several_;
-  s.faults_joined = static_cast<uint64_t>(std::count_if(done_.begin(), done_.end(), [](const Done& d) { return d.joined; }));
+  s.faults_joined =
+      static_cast<uint64_t>(std::count_if(done_.begin(), done_.end(), [](const Done& d) { return d.joined; }));
   s.p50_us = percentile(lat, 0.50);
   s.p90_us = percentile(lat, 0.90);
   s.p99_us = percentile(lat, 0.99);

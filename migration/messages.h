@@ -43,7 +43,7 @@ inline constexpr uint64_t kChunk = 4096;       // the unit of page data on the w
 inline constexpr uint32_t kMaxChunksPerFrame = 65536;    // the range one Pages frame may cover (256 MiB)
 inline constexpr uint32_t kMaxDataChunksPerFrame = 1024;  // the data it may carry (4 MiB)
 inline constexpr uint32_t kMaxRequestPages = 4096;
-inline constexpr uint32_t kMaxHelloVcpus = 255;  // an APIC ID's range; each VMM checks its own bound
+inline constexpr uint32_t kMaxHelloVcpus = 255;  // in a Hello or VmState: an APIC ID's range; each VMM checks its own bound
 
 enum class Mode : uint8_t { Precopy = 1, Postcopy = 2, Hybrid = 3 };
 enum class Role : uint8_t { Main = 1, Urgent = 2 };

@@ -7,12 +7,11 @@
 
 #include "kvm.h"
 #include "machine.h"
+#include "messages.h"
 
 namespace migration {
 
 namespace {
-
-constexpr uint32_t kMaxVcpus = 255;
 
 IrqchipState capture_irqchip(const vmm::Vm& vm) {
   IrqchipState s;
@@ -44,8 +43,8 @@ VmState capture_vm(vmm::Machine& m, const std::vector<uint32_t>& msrs) {
 
 void restore_vm(vmm::Machine& m, const VmState& s) {
   if (s.mem_size != m.memory().size())
-    throw ProtocolError(
-        fmt::format("VmState is for {} bytes of RAM, the destination has {}", s.mem_size, m.memory().size()));
+    throw ProtocolError(fmt::format("VmState is for {} bytes of RAM, the destination has {}", s.mem_size,
+                                    m.memory().size()));
   kvm_clock_data clock = s.clock;
   clock.flags = 0;  // KVM_SET_CLOCK takes only the value (and KVM_CLOCK_REALTIME when asked)
   m.vm().ioctl(KVM_SET_CLOCK, &clock, "KVM_SET_CLOCK");
@@ -102,7 +101,7 @@ VmState decode_vm_state(std::span<const uint8_t> payload) {
   if (r.u32() != sizeof s.clock) throw ProtocolError("VmState: kvm_clock_data has the wrong size");
   std::memcpy(&s.clock, r.bytes(sizeof s.clock).data(), sizeof s.clock);
   uint32_t n = r.u32();
-  if (n == 0 || n > kMaxVcpus) throw ProtocolError(fmt::format("VmState: {} vCPUs (1 to {})", n, kMaxVcpus));
+  if (n == 0 || n > kMaxHelloVcpus) throw ProtocolError(fmt::format("VmState: {} vCPUs (1 to {})", n, kMaxHelloVcpus));
   for (uint32_t i = 0; i < n; i++) s.vcpus.push_back(decode_vcpu(r));
   for (uint32_t id = 0; id < 3; id++) {
     get_struct(r, s.irqchip.chips[id], "kvm_irqchip");

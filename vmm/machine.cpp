@@ -3,12 +3,12 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "acpi.h"
 #include "elf_loader.h"
 #include "error.h"
 #include "hugepages.h"
 #include "kvm_uapi.h"
 #include "layout.h"
-#include "acpi.h"
 #include "pvh.h"
 
 namespace vmm {

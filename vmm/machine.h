@@ -50,7 +50,7 @@ class Machine {
   const GuestMemory& memory() const { return memory_; }
   Serial& serial() { return serial_; }
   const IoBus& bus() const { return bus_; }
-  // What the VMM gave the guest, for the log and the caps report.
+  // vCPU `apic_id`'s CPUID: KVM's supported table with its APIC ID and the CPU count.
   static CpuidTable cpuid_for(const CpuidTable& supported, uint32_t apic_id, uint32_t vcpus);
 
  private:
