@@ -208,6 +208,7 @@ void DestinationLink::down() {
 }
 
 void DestinationLink::request(const std::vector<uint64_t>& pages) {
+  if (pages.empty()) return;  // nothing outstanding after a reconnection: an empty request is malformed
   std::lock_guard lock(mutex_);
   if (!up_) return;
   try {
