@@ -11,25 +11,17 @@
 #include <gtest/gtest.h>
 
 #include "channel.h"
+#include "loopback.h"
 #include "messages.h"
 #include "wire.h"
 
 namespace {
 
 using namespace migration;
+using migration::test::loopback_pair;
 
 std::span<const uint8_t, kHeaderSize> header_of(const std::vector<uint8_t>& frame) {
   return std::span<const uint8_t, kHeaderSize>(frame.data(), kHeaderSize);
-}
-
-// Both ends of one loopback TCP connection.
-std::pair<boost::asio::ip::tcp::socket, boost::asio::ip::tcp::socket> loopback_pair(boost::asio::io_context& io) {
-  using boost::asio::ip::tcp;
-  tcp::acceptor acceptor(io, tcp::endpoint(boost::asio::ip::make_address("127.0.0.1"), 0));
-  tcp::socket a(io), b(io);
-  a.connect(acceptor.local_endpoint());
-  acceptor.accept(b);
-  return {std::move(a), std::move(b)};
 }
 
 FrameHeader decode_and_check(const std::vector<uint8_t>& frame) {
