@@ -170,7 +170,7 @@ HelloReply Destination::accept_source(const Hello& hello) {
 void Destination::receive_until_postcopy() {
   bool have_state = false;
   uint64_t stale_ranges = 0;
-  Clock::time_point t_state{};
+  Clock::time_point t_state{}, t_state_done{};
   for (;;) {
     std::array<uint8_t, kHeaderSize> raw;
     FrameHeader h = link_.main().receive_header(raw);
@@ -193,7 +193,8 @@ void Destination::receive_until_postcopy() {
           restore_vm(*machine_, vm);
           kvm_pages_ = kvm_mapped_pages(vm.vcpus);
         }
-        restore_parts_.state_ms = ms_between(t_state, Clock::now());
+        t_state_done = Clock::now();
+        restore_parts_.state_ms = ms_between(t_state, t_state_done);
         have_state = true;
         break;
       case FrameType::StaleChunks: {
@@ -206,7 +207,7 @@ void Destination::receive_until_postcopy() {
       }
       case FrameType::PostcopyBegin: {
         if (!have_state) throw ProtocolError("PostcopyBegin before VmState");
-        restore_parts_.wait_begin_ms = ms_between(t_state, Clock::now()) - restore_parts_.state_ms;
+        restore_parts_.wait_begin_ms = ms_between(t_state_done, Clock::now());
         PostcopyBegin begin = decode_postcopy_begin(f.payload, hello_.mem_size);
         if (begin.page_size != pages_->page_size())
           throw ProtocolError(fmt::format("source counts {} byte pages, this destination uses {}", begin.page_size,
@@ -214,9 +215,13 @@ void Destination::receive_until_postcopy() {
         if (begin.stale_ranges != stale_ranges)
           throw ProtocolError(fmt::format("PostcopyBegin announces {} stale ranges, {} came", begin.stale_ranges,
                                           stale_ranges));
+        // Each part is timed on its own: what lies between them (these checks)
+        // is in restore_ms_ alone, so the parts sum to it only if they cover it.
+        auto t_start = Clock::now();
         start_guest(begin);
-        restore_ms_ = ms_between(t_state, Clock::now());
-        restore_parts_.start_ms = restore_ms_ - restore_parts_.state_ms - restore_parts_.wait_begin_ms;
+        auto t_started = Clock::now();
+        restore_parts_.start_ms = ms_between(t_start, t_started);
+        restore_ms_ = ms_between(t_state, t_started);
         link_.main().send(FrameType::Started, 0, encode(Started{static_cast<uint64_t>(restore_ms_ * 1000)}));
         return;
       }

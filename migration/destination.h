@@ -98,8 +98,9 @@ class Destination {
   std::string error_;
   uint32_t rounds_ = 0;
   double source_stop_ms_ = 0, restore_ms_ = 0;
-  // restore_ms_ in parts: VmState into KVM, waiting for PostcopyBegin, then
-  // registration, threads and the vCPU started.
+  // restore_ms_ in parts, each timed on its own: VmState into KVM, waiting
+  // for PostcopyBegin (the StaleChunks), then registration, threads and the
+  // vCPUs started.
   struct {
     double state_ms = 0, wait_begin_ms = 0, start_ms = 0;
   } restore_parts_;

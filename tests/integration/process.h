@@ -23,6 +23,12 @@ bool have_kvm();
 // A loopback TCP port the kernel just handed out (0 if it would not).
 uint16_t free_port();
 
+// A shell function for test scripts: `wait_for FILE PATTERN` returns 0 once
+// FILE holds PATTERN, 1 after 10 s (how a script waits for `vmm receive`'s
+// listening line: a probe connection would count as a migration).
+inline constexpr const char* kShellWaitFor =
+    "wait_for() { for i in $(seq 400); do grep -q \"$2\" $1 2>/dev/null && return 0; sleep 0.025; done; return 1; }\n";
+
 // A file's whole text ("" if it cannot be read).
 std::string slurp(const std::string& path);
 

@@ -50,7 +50,7 @@ Outcome run(const Case& s) {
   std::string link = fmt::format("--link-timeout {} --recovery-timeout {} {}", s.link_timeout, s.recovery_timeout,
                                  s.both);
   std::string script = fmt::format(
-      "wait_for() {{ for i in $(seq 400); do grep -q \"$2\" $1 2>/dev/null && return 0; sleep 0.025; done; return 1; }}\n"
+      "{wait_for}"
       "{vmm} receive --listen 127.0.0.1:{dp} {dst} {link} --report {d}report.json --serial-log {d}dst.serial "
       ">{d}dst.log 2>&1 & D=$!\n"
       "wait_for {d}dst.log listening || echo 'no listening line from vmm receive'\n"
@@ -65,7 +65,7 @@ Outcome run(const Case& s) {
       "wait $S; echo SRC=$?; wait $D; echo DST=$?\n"
       "[ -n '{kill}' ] && echo AFTER_MS=$(( ($(date +%s%N) - T0) / 1000000 ))\n"
       "kill $P 2>/dev/null; wait $P 2>/dev/null; true\n",
-      fmt::arg("vmm", VMM_BIN), fmt::arg("proxy", FAULT_PROXY), fmt::arg("dp", dport), fmt::arg("pp", pport),
+      fmt::arg("vmm", VMM_BIN), fmt::arg("wait_for", test::kShellWaitFor), fmt::arg("proxy", FAULT_PROXY), fmt::arg("dp", dport), fmt::arg("pp", pport),
       fmt::arg("dst", s.dst), fmt::arg("src", s.src), fmt::arg("link", link), fmt::arg("d", d),
       fmt::arg("faults", s.faults), fmt::arg("elf", GUEST_ELF), fmt::arg("guest", s.guest), fmt::arg("kill", s.kill), fmt::arg("mode", s.mode),
       fmt::arg("proxy_args", s.proxy));
@@ -258,7 +258,7 @@ TEST(LinkRecovery, StatusOnTheApiSocketShowsThePauseWhileItLasts) {
   run_command("rm -rf " + d + " && mkdir -p " + d);
   uint16_t dport = test::free_port(), pport = test::free_port();
   std::string script = fmt::format(
-      "wait_for() {{ for i in $(seq 400); do grep -q \"$2\" $1 2>/dev/null && return 0; sleep 0.025; done; return 1; }}\n"
+      "{wait_for}"
       "{vmm} receive --listen 127.0.0.1:{dp} --memory shmem --link-timeout 3 --serial-log {d}dst.serial >{d}dst.log 2>&1 & D=$!\n"
       "wait_for {d}dst.log listening\n"
       "{proxy} --listen 127.0.0.1:{pp} --to 127.0.0.1:{dp} --fault blackhole@1:8M:4 >{d}proxy.log 2>&1 & P=$!\n"
@@ -271,7 +271,7 @@ TEST(LinkRecovery, StatusOnTheApiSocketShowsThePauseWhileItLasts) {
       "for i in $(seq 100); do {vmm} status --api-socket {d}vm.sock | tr -d ' \\n'; echo; sleep 0.1; done > {d}status.log\n"
       "wait $M; echo MIGRATE=$?; wait $S; echo SRC=$?; wait $D; echo DST=$?\n"
       "kill $P 2>/dev/null; true\n",
-      fmt::arg("vmm", VMM_BIN), fmt::arg("proxy", FAULT_PROXY), fmt::arg("dp", dport), fmt::arg("pp", pport),
+      fmt::arg("vmm", VMM_BIN), fmt::arg("wait_for", test::kShellWaitFor), fmt::arg("proxy", FAULT_PROXY), fmt::arg("dp", dport), fmt::arg("pp", pport),
       fmt::arg("d", d), fmt::arg("elf", GUEST_ELF));
   std::ofstream(d + "run.sh") << script;
   auto r = run_command("bash " + d + "run.sh", 240);

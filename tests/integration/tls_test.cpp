@@ -48,7 +48,7 @@ Result migrate(const std::string& dst, const std::string& src, const std::string
   std::string script = fmt::format(
       "PORT={port}\n"
       "rm -f {d}src.log {d}dst.log\n"
-      "wait_for() {{ for i in $(seq 400); do grep -q \"$2\" $1 2>/dev/null && return 0; sleep 0.025; done; return 1; }}\n"
+      "{wait_for}"
       "{vmm} receive --listen 127.0.0.1:{port} {dst} >{d}dst.log 2>&1 & D=$!\n"
       "wait_for {d}dst.log listening || echo 'no listening line from vmm receive'\n"
       "{before}\n"
@@ -58,7 +58,7 @@ Result migrate(const std::string& dst, const std::string& src, const std::string
       "fi\n"
       "if [ {stays} = 1 ]; then sleep 0.5; kill -0 $D && echo STILL_LISTENING; kill $D; fi\n"
       "wait $D; echo DST=$?\n",
-      fmt::arg("port", port), fmt::arg("vmm", VMM_BIN), fmt::arg("elf", GUEST_ELF), fmt::arg("d", d),
+      fmt::arg("port", port), fmt::arg("vmm", VMM_BIN), fmt::arg("wait_for", test::kShellWaitFor), fmt::arg("elf", GUEST_ELF), fmt::arg("d", d),
       fmt::arg("dst", dst), fmt::arg("src", src), fmt::arg("guest", guest), fmt::arg("before", before),
       fmt::arg("stays", dst_stays ? 1 : 0));
   std::ofstream(d + "run.sh") << script;
