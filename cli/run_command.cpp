@@ -9,12 +9,13 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "acpi.h"
 #include "api_server.h"
+#include "clock.h"
 #include "commands.h"
 #include "error.h"
 #include "hugepages.h"
 #include "machine.h"
-#include "acpi.h"
 #include "serial_sink.h"
 #include "source.h"
 #include "vcpu_thread.h"
@@ -80,10 +81,6 @@ MachineConfig make_config(const RunOptions& o) {
   if (!size) throw Error(fmt::format("--mem-size {}: expected a number with an optional K, M or G suffix", o.mem_size));
   c.mem_size = *size;
   return c;
-}
-
-double ms_since(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
-  return std::chrono::duration<double, std::milli>(b - a).count();
 }
 
 uint64_t mib_per_s(double mib) { return static_cast<uint64_t>(mib * (1 << 20)); }
@@ -178,9 +175,9 @@ nlohmann::json handle_api(Machine& machine, VcpuThreads& vcpu, const nlohmann::j
 // Waits until the guest finishes, `deadline` passes or a signal arrives,
 // answering API requests meanwhile. Returns a migration's result if one ran.
 std::optional<migration::SourceResult> wait_until(Machine& machine, VcpuThreads& vcpu, ApiServer* api,
-                                                  std::chrono::steady_clock::time_point deadline) {
+                                                  vmm::Clock::time_point deadline) {
   std::optional<migration::SourceResult> result;
-  while (!g_stop && !vcpu.finished() && std::chrono::steady_clock::now() < deadline) {
+  while (!g_stop && !vcpu.finished() && vmm::Clock::now() < deadline) {
     if (auto req = api ? api->poll() : nullptr) {
       nlohmann::json reply;
       try {
@@ -193,7 +190,7 @@ std::optional<migration::SourceResult> wait_until(Machine& machine, VcpuThreads&
         return result;
     }
     // At most 50 ms, and never past the deadline: a migration starts on time.
-    auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - vmm::Clock::now());
     vcpu.wait_finished(std::min(left, std::chrono::milliseconds(50)));
   }
   return result;
@@ -205,7 +202,7 @@ std::optional<migration::SourceResult> wait_until(Machine& machine, VcpuThreads&
 }
 
 void run(const RunOptions& o) {
-  auto t0 = std::chrono::steady_clock::now();
+  auto t0 = vmm::Clock::now();
   auto sink = make_serial_sink(o.serial_log, o.migrate_after_line);
   if (!o.psk_file.empty()) g_tls = migration::TlsConfig::from_file(o.psk_file);  // a bad key file fails now
   MachineConfig config = make_config(o);
@@ -230,7 +227,7 @@ void run(const RunOptions& o) {
     if (!o.migrate_after_line.empty()) {
       // Polled every 5 ms; the delay counts from when the line arrived.
       while (!g_stop && !vcpu.finished() && !sink.watched_line()) {
-        auto r = wait_until(machine, vcpu, api.get(), std::chrono::steady_clock::now() + std::chrono::milliseconds(5));
+        auto r = wait_until(machine, vcpu, api.get(), vmm::Clock::now() + std::chrono::milliseconds(5));
         if (is_final(r)) end_after_migration(*r);
       }
       if (auto t = sink.watched_line()) from = *t;
@@ -254,17 +251,17 @@ void run(const RunOptions& o) {
       if (is_final(result)) end_after_migration(result);
     }
   }
-  auto r = wait_until(machine, vcpu, api.get(), std::chrono::steady_clock::time_point::max());
+  auto r = wait_until(machine, vcpu, api.get(), vmm::Clock::time_point::max());
   if (is_final(r)) end_after_migration(*r);
   if (g_stop && vcpu.pause()) {
-    spdlog::warn("guest stopped by signal after {:.0f} ms", ms_since(t0, std::chrono::steady_clock::now()));
+    spdlog::warn("guest stopped by signal after {:.0f} ms", vmm::ms_between(t0, vmm::Clock::now()));
     throw ExitCode{130};
   }
   VcpuOutcome out = vcpu.wait();
-  auto t1 = std::chrono::steady_clock::now();
-  if (auto first = sink.first_line()) spdlog::info("boot: first serial line {:.2f} ms after start", ms_since(t0, *first));
+  auto t1 = vmm::Clock::now();
+  if (auto first = sink.first_line()) spdlog::info("boot: first serial line {:.2f} ms after start", vmm::ms_between(t0, *first));
   if (out.reason == StopReason::GuestExit) {
-    spdlog::info("guest exited with code {} after {:.0f} ms", out.exit_code, ms_since(t0, t1));
+    spdlog::info("guest exited with code {} after {:.0f} ms", out.exit_code, vmm::ms_between(t0, t1));
     throw ExitCode{out.exit_code};
   }
   throw Error(fmt::format("guest stopped: {}: {}", stop_reason_name(out.reason), out.detail));

@@ -17,6 +17,7 @@
 
 #include <fmt/format.h>
 
+#include "clock.h"
 #include "error.h"
 #include "guest_memory.h"
 #include "kvm.h"
@@ -29,7 +30,7 @@ namespace vmm {
 namespace {
 
 using json = nlohmann::ordered_json;
-using Clock = std::chrono::steady_clock;
+using vmm::Clock;
 
 constexpr uint64_t kGmemGpa = 0x10000;  // real-mode segment 0x1000
 constexpr uint64_t kPages = 4;

@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "clock.h"
 #include "error.h"
 #include "fault_resolver.h"
 #include "hugepages.h"
@@ -22,9 +23,7 @@ namespace migration {
 
 namespace {
 
-double ms_between(Clock::time_point a, Clock::time_point b) {
-  return std::chrono::duration<double, std::milli>(b - a).count();
-}
+using vmm::ms_between;
 
 std::string uffd_refusal(vmm::Backend b, vmm::UffdMode mode, int neg_errno) {
   std::string what = fmt::format("UFFDIO_REGISTER(MODE_{}) on the {} guest RAM failed with {}",

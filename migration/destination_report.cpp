@@ -29,7 +29,7 @@ std::string by_vcpu_text(const FaultMetrics::Summary& s) {
 
 void Destination::write_report() {
   FaultMetrics::Summary s = metrics_.summarize();
-  double total_ms = std::chrono::duration<double, std::milli>(t_complete_ - t_hello_).count();
+  double total_ms = vmm::ms_between(t_hello_, t_complete_);
   double downtime_ms = source_stop_ms_ + restore_ms_;
   nlohmann::ordered_json j;
   j["mode"] = mode_name(hello_.mode);

@@ -15,9 +15,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "clock.h"
+
 namespace migration {
 
-using Clock = std::chrono::steady_clock;
+using vmm::Clock;
 
 class FaultMetrics {
  public:

@@ -59,7 +59,7 @@ void FaultResolver::stop() {
 
 FaultResolver::Load FaultResolver::load() const {
   Load l{reads_.load(), events_.load(), max_batch_.load(), cpu_ms_, 0};
-  if (t_end_ != Clock::time_point{}) l.wall_ms = std::chrono::duration<double, std::milli>(t_end_ - t_start_).count();
+  if (t_end_ != Clock::time_point{}) l.wall_ms = vmm::ms_between(t_start_, t_end_);
   return l;
 }
 

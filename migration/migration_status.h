@@ -8,6 +8,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "clock.h"
+
 namespace migration {
 
 class MigrationStatus {
@@ -19,7 +21,7 @@ class MigrationStatus {
     std::lock_guard lock(mutex_);
     phase_ = phase;
     detail_ = detail;
-    if (phase == "paused") pauses_++, paused_at_ = std::chrono::steady_clock::now();
+    if (phase == "paused") pauses_++, paused_at_ = vmm::Clock::now();
     if (phase == "postcopy" && pauses_ > 0) resumed_++;
   }
   nlohmann::json to_json() const {
@@ -28,7 +30,7 @@ class MigrationStatus {
     if (!detail_.empty()) j["detail"] = detail_;
     if (phase_ == "paused")
       j["paused_ms"] =
-          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - paused_at_).count();
+          vmm::ms_between(paused_at_, vmm::Clock::now());
     return j;
   }
 
@@ -36,7 +38,7 @@ class MigrationStatus {
   mutable std::mutex mutex_;
   std::string phase_ = "idle", detail_;
   unsigned pauses_ = 0, resumed_ = 0;
-  std::chrono::steady_clock::time_point paused_at_{};
+  vmm::Clock::time_point paused_at_{};
 };
 
 }  // namespace migration

@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "clock.h"
 #include "error.h"
 #include "hugepages.h"
 #include "machine.h"
@@ -17,11 +18,8 @@ namespace migration {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double ms_between(Clock::time_point a, Clock::time_point b) {
-  return std::chrono::duration<double, std::milli>(b - a).count();
-}
+using vmm::Clock;
+using vmm::ms_between;
 
 bool test_bit(const std::vector<uint64_t>& b, uint64_t i) { return b[i / 64] >> (i % 64) & 1; }
 void set_bit(std::vector<uint64_t>& b, uint64_t i) { b[i / 64] |= 1ULL << (i % 64); }
