@@ -79,6 +79,12 @@ ApiServer::ApiServer(const std::string& path, std::function<nlohmann::json()> st
   stream_protocol::endpoint ep(path);
   impl_->acceptor.open(ep.protocol(), ec);
   if (!ec) impl_->acceptor.bind(ep, ec);
+  // Whoever can connect can migrate this VM anywhere: the owner only.
+  if (!ec) {
+    std::filesystem::permissions(path, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write,
+                                 fs_ec);
+    if (fs_ec) throw Error(fmt::format("--api-socket {}: cannot make it owner-only: {}", path, fs_ec.message()));
+  }
   if (!ec) impl_->acceptor.listen(4, ec);
   if (ec) throw Error(fmt::format("--api-socket {}: {}", path, ec.message()));
   spdlog::info("api: listening on {}", path);

@@ -296,7 +296,7 @@ TEST(Migration, ApiSocketMigratesARunningGuest) {
       "rm -f {sock}; {vmm} receive --listen 127.0.0.1:{port} --memory shmem >{d}/api-dst.log 2>&1 & D=$!; "
       "{vmm} run --kernel {elf} --cmdline 'workload=touch size=8 seconds=3' --memory gmem --mem-size 64M "
       "--api-socket {sock} >{d}/api-src.log 2>&1 & S=$!; "
-      "wait_for {d}/api-dst.log listening; wait_for {d}/api-src.log 'api: listening'; "
+      "wait_for {d}/api-dst.log listening; wait_for {d}/api-src.log 'api: listening'; echo MODE=$(stat -c %a {sock}); "
       "{vmm} migrate --api-socket {sock} --to 127.0.0.1:{port} --mode hybrid; echo HYBRID=$?; "
       "{vmm} migrate --api-socket {sock} --to 127.0.0.1:{port} --mode postcopy --postcopy-push-rate 32; "
       "echo POSTCOPY=$?; "
@@ -306,6 +306,7 @@ TEST(Migration, ApiSocketMigratesARunningGuest) {
   std::ofstream(dir + "api.sh") << script;
   auto r = run_command("sh " + dir + "api.sh");
   std::string dst = slurp(dir + "api-dst.log");
+  EXPECT_NE(r.output.find("MODE=600"), std::string::npos) << "the API socket is not owner-only: " << r.output;
   EXPECT_NE(r.output.find("HYBRID=1"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("--gmem-bind hva"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("POSTCOPY=0"), std::string::npos) << r.output;
