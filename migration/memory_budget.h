@@ -1,6 +1,6 @@
 // What each side of a migration holds beside guest RAM, per page: the
 // structures of source.h, page_server.h and page_states.h, counted. The
-// README's memory formula is this function; tests/migration/budget_test.cpp
+// memory formula in docs/reference.md is this function; tests/migration/budget_test.cpp
 // checks it against the structures themselves, up to a 1 TiB guest.
 #pragma once
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Boot-to-first-serial-line benchmark on every backend (the README's table).
+# Boot-to-first-serial-line benchmark on every backend (docs/lab/README.md has a run).
 #   tools/bench-boot.sh [Google Benchmark flags, e.g. --benchmark_min_time=2]
 # Reserves 128 x 2 MiB and 1 x 1 GiB hugepages for the run and releases them after.
 set -euo pipefail
