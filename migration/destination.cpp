@@ -398,7 +398,7 @@ bool Destination::take_reconnection(std::chrono::milliseconds left) {
     if (auto why = u.channel->mark_urgent(); !why.empty()) spdlog::debug("receive: page requests go unmarked ({})", why);
     Channel* main = m.channel.get();
     // What this side holds: the source pushes the rest again.
-    auto parts = split_received(pages_->present_bitmap(), pages_->npages());
+    auto parts = split_received(pages_->present_bitmap());
     for (size_t i = 0; i < parts.size(); i++)
       main->send(FrameType::Received, i + 1 == parts.size() ? kReceivedLast : 0, encode(parts[i]));
     link_.replace(std::move(m.channel), std::move(u.channel));

@@ -6,7 +6,7 @@ namespace migration {
 
 MemoryBudget memory_budget(uint64_t mem_size, uint64_t page_size, bool hybrid) {
   uint64_t chunks = mem_size / kChunk, pages = mem_size / page_size;
-  auto bitmap = [](uint64_t bits) { return (bits + 63) / 64 * 8; };
+  auto bitmap = [](uint64_t bits) { return vmm::Bitmap::words_for(bits) * 8; };
   MemoryBudget b;
   // Source: sent_ and dest_nonzero_ (Source), the allocated-chunk bitmap
   // (PageServer's copy, and the one it is made from), the final dirty set;

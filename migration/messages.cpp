@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include <bit>
+#include <stdexcept>
 
 #include <fmt/format.h>
 
@@ -16,16 +17,18 @@ void check_mode(uint8_t m) {
   if (m < 1 || m > 3) throw ProtocolError(fmt::format("unknown migration mode {}", m));
 }
 
-std::vector<uint64_t> read_bits(ByteReader& r, uint64_t nbits) {
-  std::vector<uint64_t> w((nbits + 63) / 64);
+vmm::Bitmap read_bits(ByteReader& r, uint64_t nbits) {
+  std::vector<uint64_t> w(vmm::Bitmap::words_for(nbits));
   for (auto& x : w) x = r.u64();
-  if (nbits % 64 && !w.empty() && (w.back() >> (nbits % 64)) != 0)
-    throw ProtocolError("bitmap has bits set past its end");
-  return w;
+  try {
+    return vmm::Bitmap::from_words(std::move(w), nbits);
+  } catch (const std::invalid_argument& e) {
+    throw ProtocolError(e.what());
+  }
 }
 
-void write_bits(ByteWriter& w, const std::vector<uint64_t>& bits) {
-  for (uint64_t x : bits) w.u64(x);
+void write_bits(ByteWriter& w, const vmm::Bitmap& bits) {
+  for (uint64_t x : bits.words()) w.u64(x);
 }
 
 }  // namespace
@@ -185,12 +188,11 @@ std::vector<uint8_t> encode(const Received& m) {
   return std::move(w.buffer());
 }
 
-std::vector<Received> split_received(const std::vector<uint64_t>& present, uint64_t npages) {
+std::vector<Received> split_received(const vmm::Bitmap& present) {
   std::vector<Received> out;
-  for (uint64_t first = 0; first < npages; first += kMaxReceivedPages) {
-    uint64_t n = std::min(kMaxReceivedPages, npages - first);
-    out.push_back({first, n, std::vector<uint64_t>(present.begin() + static_cast<long>(first / 64),
-                                                   present.begin() + static_cast<long>((first + n + 63) / 64))});
+  for (uint64_t first = 0; first < present.size(); first += kMaxReceivedPages) {
+    uint64_t n = std::min(kMaxReceivedPages, present.size() - first);
+    out.push_back({first, n, present.slice(first, n)});
   }
   return out;
 }
@@ -250,8 +252,8 @@ bool chunk_is_zero(const uint8_t* p) {
 }
 
 PagesGather plan_pages_bounded(uint64_t offset, uint32_t max_count, uint32_t align, const uint8_t* mem,
-                               const std::vector<uint64_t>* dest_nonzero, const std::vector<uint64_t>* allocated,
-                               PagesStats& stats, std::vector<uint64_t>* record_nonzero, bool checksum,
+                               const vmm::Bitmap* dest_nonzero, const vmm::Bitmap* allocated,
+                               PagesStats& stats, vmm::Bitmap* record_nonzero, bool checksum,
                                uint32_t max_data) {
   enum : uint8_t { kSkip, kData, kZero };
   std::vector<uint8_t> cls;
@@ -263,10 +265,10 @@ PagesGather plan_pages_bounded(uint64_t offset, uint32_t max_count, uint32_t ali
   for (uint32_t i = 0; i < max_count; i++) {
     const uint8_t* c = mem + offset + uint64_t{i} * kChunk;
     uint64_t global = offset / kChunk + i;
-    bool maybe_data = !allocated || ((*allocated)[global / 64] >> (global % 64) & 1);
+    bool maybe_data = !allocated || allocated->test(global);
     uint8_t k = kSkip;
     if (maybe_data && !chunk_is_zero(c)) k = kData;
-    else if (dest_nonzero && ((*dest_nonzero)[global / 64] >> (global % 64) & 1)) k = kZero;
+    else if (dest_nonzero && dest_nonzero->test(global)) k = kZero;
     if (k == kData && ndata == max_data) break;
     cls.push_back(k);
     if (k == kData) {
@@ -279,11 +281,10 @@ PagesGather plan_pages_bounded(uint64_t offset, uint32_t max_count, uint32_t ali
   PagesGather g;
   g.count = end;
   g.data_crc = crc_at_end;
-  size_t words = (g.count + 63) / 64;
-  std::vector<uint64_t> data_bits(words), zero_bits(words);
+  vmm::Bitmap data_bits(g.count), zero_bits(g.count);
   for (uint32_t i = 0; i < g.count; i++) {
     if (cls[i] == kData) {
-      data_bits[i / 64] |= 1ULL << (i % 64);
+      data_bits.set(i);
       stats.data++;
       const uint8_t* c = mem + offset + uint64_t{i} * kChunk;
       if (!g.data.empty() && g.data.back().data() + g.data.back().size() == c)
@@ -292,30 +293,28 @@ PagesGather plan_pages_bounded(uint64_t offset, uint32_t max_count, uint32_t ali
         g.data.push_back({c, kChunk});
       g.data_bytes += kChunk;
     } else if (cls[i] == kZero) {
-      zero_bits[i / 64] |= 1ULL << (i % 64), stats.zero_markers++;
+      zero_bits.set(i);
+      stats.zero_markers++;
     } else {
       stats.skipped++;
     }
-    if (!record_nonzero) continue;
-    uint64_t global = offset / kChunk + i, bit = 1ULL << (global % 64);
-    auto& word = (*record_nonzero)[global / 64];
-    word = cls[i] == kData ? word | bit : word & ~bit;  // zero markers cleared it; skipped ones were zero
+    // Zero markers cleared the chunk there; skipped ones were zero.
+    if (record_nonzero) record_nonzero->assign(offset / kChunk + i, cls[i] == kData);
   }
   ByteWriter w;
-  w.buffer().reserve(16 + words * 16);
+  w.buffer().reserve(16 + data_bits.words().size() * 16);
   w.u64(offset);
   w.u32(g.count);
   w.u32(0);
-  for (uint64_t x : data_bits) w.u64(x);
-  for (uint64_t x : zero_bits) w.u64(x);
+  write_bits(w, data_bits);
+  write_bits(w, zero_bits);
   g.prefix = std::move(w.buffer());
   return g;
 }
 
 std::vector<uint8_t> encode_pages_bounded(uint64_t offset, uint32_t max_count, uint32_t align, const uint8_t* mem,
-                                          const std::vector<uint64_t>* dest_nonzero,
-                                          const std::vector<uint64_t>* allocated, PagesStats& stats,
-                                          uint32_t& count, std::vector<uint64_t>* record_nonzero) {
+                                          const vmm::Bitmap* dest_nonzero, const vmm::Bitmap* allocated,
+                                          PagesStats& stats, uint32_t& count, vmm::Bitmap* record_nonzero) {
   PagesGather g =
       plan_pages_bounded(offset, max_count, align, mem, dest_nonzero, allocated, stats, record_nonzero, false);
   count = g.count;
@@ -326,8 +325,8 @@ std::vector<uint8_t> encode_pages_bounded(uint64_t offset, uint32_t max_count, u
 }
 
 std::vector<uint8_t> encode_pages(uint64_t offset, uint32_t count, const uint8_t* mem,
-                                  const std::vector<uint64_t>* dest_nonzero, PagesStats& stats,
-                                  const std::vector<uint64_t>* allocated) {
+                                  const vmm::Bitmap* dest_nonzero, PagesStats& stats,
+                                  const vmm::Bitmap* allocated) {
   uint32_t covered = 0;
   auto payload = encode_pages_bounded(offset, count, 1, mem, dest_nonzero, allocated, stats, covered);
   if (covered != count) throw ProtocolError(fmt::format("{} chunks hold more data than one frame carries", count));
@@ -348,17 +347,14 @@ PagesView read_pages_prefix(ByteReader& r, uint64_t mem_size) {
                                     v.offset, v.count, mem_size));
   v.data_bits = read_bits(r, v.count);
   v.zero_bits = read_bits(r, v.count);
-  for (size_t i = 0; i < v.data_bits.size(); i++)
-    if (v.data_bits[i] & v.zero_bits[i]) throw ProtocolError("a chunk is marked both data and zero");
+  if (v.data_bits.intersects(v.zero_bits)) throw ProtocolError("a chunk is marked both data and zero");
   return v;
 }
 
 }  // namespace
 
 uint64_t data_chunks(const PagesView& v) {
-  uint64_t n = 0;
-  for (uint64_t w : v.data_bits) n += static_cast<uint64_t>(std::popcount(w));
-  return n;
+  return v.data_bits.count();
 }
 
 size_t pages_prefix_size(std::span<const uint8_t, kPagesFixedSize> fixed) {

@@ -35,6 +35,7 @@
 #include <string>
 #include <vector>
 
+#include "bitmap.h"
 #include "wire.h"
 
 namespace migration {
@@ -78,11 +79,11 @@ inline constexpr uint32_t kPagesLastOfPage = 1u << 1;  // completes a destinatio
 struct PagesView {
   uint64_t offset = 0;
   uint32_t count = 0;
-  std::vector<uint64_t> data_bits;
-  std::vector<uint64_t> zero_bits;
+  vmm::Bitmap data_bits;
+  vmm::Bitmap zero_bits;
   std::span<const uint8_t> data;
-  bool is_data(uint32_t i) const { return data_bits[i / 64] >> (i % 64) & 1; }
-  bool is_zero(uint32_t i) const { return zero_bits[i / 64] >> (i % 64) & 1; }
+  bool is_data(uint32_t i) const { return data_bits.test(i); }
+  bool is_zero(uint32_t i) const { return zero_bits.test(i); }
 };
 
 struct RoundDone {
@@ -121,7 +122,7 @@ struct Started {
 struct Received {
   uint64_t first_page = 0;
   uint64_t npages = 0;
-  std::vector<uint64_t> bits;
+  vmm::Bitmap bits;  // npages bits
 };
 inline constexpr uint32_t kReceivedLast = 1u << 0;
 inline constexpr uint64_t kMaxReceivedPages = uint64_t{1} << 24;  // 2 MiB of bitmap a frame
@@ -135,7 +136,7 @@ std::vector<uint8_t> encode(const Started& m);
 std::vector<uint8_t> encode(const Received& m);
 // A present-page bitmap of `npages` pages as Received frames of at most
 // kMaxReceivedPages pages each (the caller flags the last with kReceivedLast).
-std::vector<Received> split_received(const std::vector<uint64_t>& present, uint64_t npages);
+std::vector<Received> split_received(const vmm::Bitmap& present);
 std::vector<uint8_t> encode_request(const std::vector<uint64_t>& pages);
 std::vector<uint8_t> encode_error(const std::string& reason);
 
@@ -159,8 +160,8 @@ struct PagesStats {
 // `allocated` (optional) marks chunks the source backend holds; others are
 // zero without being read.
 std::vector<uint8_t> encode_pages(uint64_t offset, uint32_t count, const uint8_t* mem,
-                                  const std::vector<uint64_t>* dest_nonzero, PagesStats& stats,
-                                  const std::vector<uint64_t>* allocated = nullptr);
+                                  const vmm::Bitmap* dest_nonzero, PagesStats& stats,
+                                  const vmm::Bitmap* allocated = nullptr);
 // The same, but covering as much of [offset, offset + max_count chunks) as
 // fits in one frame: it stops before the data would exceed
 // kMaxDataChunksPerFrame, at a multiple of `align` chunks (a page boundary),
@@ -169,9 +170,9 @@ std::vector<uint8_t> encode_pages(uint64_t offset, uint32_t count, const uint8_t
 // `record_nonzero`, when given (it may be `dest_nonzero` itself), is updated
 // to what the destination holds once it applied the frame.
 std::vector<uint8_t> encode_pages_bounded(uint64_t offset, uint32_t max_count, uint32_t align, const uint8_t* mem,
-                                          const std::vector<uint64_t>* dest_nonzero,
-                                          const std::vector<uint64_t>* allocated, PagesStats& stats,
-                                          uint32_t& count, std::vector<uint64_t>* record_nonzero = nullptr);
+                                          const vmm::Bitmap* dest_nonzero, const vmm::Bitmap* allocated,
+                                          PagesStats& stats, uint32_t& count,
+                                          vmm::Bitmap* record_nonzero = nullptr);
 // The same frame described instead of copied: the payload is `prefix`
 // followed by the `data` runs, which point into `mem`. With `checksum`,
 // `data_crc` is crc32c(0, data runs), taken while each chunk is in cache from
@@ -185,8 +186,8 @@ struct PagesGather {
   uint32_t count = 0;  // chunks covered
 };
 PagesGather plan_pages_bounded(uint64_t offset, uint32_t max_count, uint32_t align, const uint8_t* mem,
-                               const std::vector<uint64_t>* dest_nonzero, const std::vector<uint64_t>* allocated,
-                               PagesStats& stats, std::vector<uint64_t>* record_nonzero = nullptr,
+                               const vmm::Bitmap* dest_nonzero, const vmm::Bitmap* allocated,
+                               PagesStats& stats, vmm::Bitmap* record_nonzero = nullptr,
                                bool checksum = true, uint32_t max_data = kMaxDataChunksPerFrame);
 // Parses and bounds-checks a Pages payload against the guest memory size.
 PagesView decode_pages(std::span<const uint8_t> p, uint64_t mem_size);

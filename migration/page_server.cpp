@@ -21,8 +21,8 @@ constexpr uint64_t kPushInFlightMin = 256 << 10;
 }  // namespace
 
 PageServer::PageServer(const uint8_t* mem, uint64_t mem_size, uint64_t dest_page_size,
-                       const std::vector<uint64_t>& missing, const std::vector<uint64_t>& dest_nonzero,
-                       std::function<std::vector<uint64_t>()> find_allocated, Channel& main, Channel& urgent,
+                       const vmm::Bitmap& missing, const vmm::Bitmap& dest_nonzero,
+                       std::function<vmm::Bitmap()> find_allocated, Channel& main, Channel& urgent,
                        uint64_t push_rate, std::chrono::milliseconds link_timeout, std::atomic<bool>& committed)
     : mem_(mem),
       page_size_(dest_page_size),
@@ -35,7 +35,7 @@ PageServer::PageServer(const uint8_t* mem, uint64_t mem_size, uint64_t dest_page
       sent_(new std::atomic<uint8_t>[npages_]),
       link_timeout_(link_timeout),
       committed_(committed) {
-  for (uint64_t p = 0; p < npages_; p++) sent_[p] = (missing[p / 64] >> (p % 64) & 1) ? 0 : 1;
+  for (uint64_t p = 0; p < npages_; p++) sent_[p] = missing.test(p) ? 0 : 1;
 }
 
 // Sends destination pages [first, first + count) in as few Pages frames as the
@@ -202,10 +202,10 @@ void PageServer::pace_push(uint64_t bytes) {
     std::this_thread::sleep_for(std::min<steady_clock::duration>(due - now, std::chrono::milliseconds(50)));
 }
 
-std::vector<uint64_t> PageServer::sent_bitmap() const {
-  std::vector<uint64_t> bits((npages_ + 63) / 64, 0);
+vmm::Bitmap PageServer::sent_bitmap() const {
+  vmm::Bitmap bits(npages_);
   for (uint64_t p = 0; p < npages_; p++)
-    if (sent_[p]) bits[p / 64] |= 1ULL << (p % 64);
+    if (sent_[p]) bits.set(p);
   return bits;
 }
 

@@ -30,8 +30,8 @@ struct PageServerStats {
 
 class PageServer {
  public:
-  PageServer(const uint8_t* mem, uint64_t mem_size, uint64_t dest_page_size, const std::vector<uint64_t>& missing,
-             const std::vector<uint64_t>& dest_nonzero, std::function<std::vector<uint64_t>()> find_allocated, Channel& main,
+  PageServer(const uint8_t* mem, uint64_t mem_size, uint64_t dest_page_size, const vmm::Bitmap& missing,
+             const vmm::Bitmap& dest_nonzero, std::function<vmm::Bitmap()> find_allocated, Channel& main,
              Channel& urgent, uint64_t push_rate, std::chrono::milliseconds link_timeout,
              std::atomic<bool>& committed);
 
@@ -42,7 +42,7 @@ class PageServer {
   // then on the guest lives on the destination.
   PageServerStats run();
   // After run() threw: the pages this server sent (pushed or answered).
-  std::vector<uint64_t> sent_bitmap() const;
+  vmm::Bitmap sent_bitmap() const;
 
  private:
   bool claim(uint64_t page) { return !sent_[page].exchange(1); }
@@ -55,13 +55,13 @@ class PageServer {
 
   const uint8_t* mem_;
   uint64_t page_size_, npages_;
-  const std::vector<uint64_t>& dest_nonzero_;
+  const vmm::Bitmap& dest_nonzero_;
   // Which chunks the source backend holds (GuestMemory::allocated_chunks):
   // found by the push thread once requests are already being served (it took
   // 4-9 ms for 256 MiB, and the first faults come at once). Small pages are
   // answered without it meanwhile (every chunk read); larger ones wait for it.
-  std::function<std::vector<uint64_t>()> find_allocated_;
-  std::vector<uint64_t> allocated_;
+  std::function<vmm::Bitmap()> find_allocated_;
+  vmm::Bitmap allocated_;
   std::atomic<bool> allocated_ready_{false};
   std::condition_variable allocated_cv_;
   Channel& main_;

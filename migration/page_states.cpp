@@ -25,8 +25,8 @@ PageStates::PageStates(uint8_t* primary, uint8_t* alias, uint8_t* staging, uint6
       npages_(mem_size / page_size),
       state_(new std::atomic<uint8_t>[npages_]),
       wanted_(new std::atomic<uint8_t>[npages_]),
-      covered_((mem_size / kChunk + 63) / 64, 0),
-      content_((npages_ + 63) / 64, 0) {
+      covered_(mem_size / kChunk),
+      content_(npages_) {
   for (uint64_t p = 0; p < npages_; p++) {
     state_[p].store(static_cast<uint8_t>(PageState::Missing), std::memory_order_relaxed);
     wanted_[p].store(0, std::memory_order_relaxed);
@@ -34,25 +34,18 @@ PageStates::PageStates(uint8_t* primary, uint8_t* alias, uint8_t* staging, uint6
 }
 
 bool PageStates::page_covered(uint64_t page) const {
-  uint64_t per = page_size_ / kChunk, c = page * per;
-  if (per < 64) {
-    for (uint64_t i = c; i < c + per; i++)
-      if (!(covered_[i / 64] >> (i % 64) & 1)) return false;
-    return true;
-  }
-  for (uint64_t w = c / 64; w < (c + per) / 64; w++)
-    if (covered_[w] != ~0ULL) return false;
-  return true;
+  uint64_t per = page_size_ / kChunk;
+  return covered_.all(page * per, (page + 1) * per);
 }
 
 // Precopy runs on the receiving thread alone, before any other thread looks
 // at the states: relaxed stores.
 void PageStates::mark_covered(const PagesView& v) {
   uint64_t first_chunk = v.offset / kChunk, nchunks = v.count;
+  covered_.set(first_chunk, first_chunk + nchunks);
   for (uint64_t c = first_chunk; c < first_chunk + nchunks; c++) {
-    covered_[c / 64] |= 1ULL << (c % 64);
     auto i = static_cast<uint32_t>(c - first_chunk);
-    if (v.is_data(i) || v.is_zero(i)) content_[c * kChunk / page_size_ / 64] |= 1ULL << (c * kChunk / page_size_ % 64);
+    if (v.is_data(i) || v.is_zero(i)) content_.set(c * kChunk / page_size_);
   }
   uint64_t per = page_size_ / kChunk, newly = 0;
   for (uint64_t p = first_chunk / per; p < (first_chunk + nchunks + per - 1) / per; p++) {
@@ -67,7 +60,7 @@ void PageStates::mark_covered(const PagesView& v) {
 void PageStates::mark_stale(uint64_t first_chunk, uint64_t nchunks) {
   if (first_chunk > mem_size_ / kChunk || nchunks > mem_size_ / kChunk - first_chunk)
     throw ProtocolError(fmt::format("stale chunks {}+{} lie outside guest memory", first_chunk, nchunks));
-  for (uint64_t c = first_chunk; c < first_chunk + nchunks; c++) covered_[c / 64] &= ~(1ULL << (c % 64));
+  covered_.reset(first_chunk, first_chunk + nchunks);
   uint64_t per = page_size_ / kChunk, gone = 0;
   for (uint64_t p = first_chunk / per; p < (first_chunk + nchunks + per - 1) / per; p++) {
     if (state_[p].load(std::memory_order_relaxed) != static_cast<uint8_t>(PageState::Present)) continue;
@@ -217,7 +210,7 @@ void PageStates::install_pages(uint64_t first, uint64_t count) const {
 // Pages that arrive later are mapped on arrival; one that arrives while this
 // runs may be mapped twice, and the second time counts as done (EEXIST).
 void PageStates::install_present_ranges(const std::atomic<bool>& stop) const {
-  auto present = [&](uint64_t p) { return state(p) == PageState::Present && (content_[p / 64] >> (p % 64) & 1); };
+  auto present = [&](uint64_t p) { return state(p) == PageState::Present && content_.test(p); };
   for (uint64_t p = 0; p < npages_ && !(stop && mapping_is_optional());) {
     if (!present(p)) {
       p++;
@@ -250,10 +243,10 @@ std::vector<uint64_t> PageStates::outstanding() {
   return pages;
 }
 
-std::vector<uint64_t> PageStates::present_bitmap() const {
-  std::vector<uint64_t> bits((npages_ + 63) / 64, 0);
+vmm::Bitmap PageStates::present_bitmap() const {
+  vmm::Bitmap bits(npages_);
   for (uint64_t p = 0; p < npages_; p++)
-    if (state(p) == PageState::Present) bits[p / 64] |= 1ULL << (p % 64);
+    if (state(p) == PageState::Present) bits.set(p);
   return bits;
 }
 

@@ -76,7 +76,7 @@ class PageStates {
   // none of them present, each marked Requested (to be asked for again).
   std::vector<uint64_t> outstanding();
   // Which pages are present, as a bitmap (bit set: present).
-  std::vector<uint64_t> present_bitmap() const;
+  vmm::Bitmap present_bitmap() const;
   bool try_mark_requested(uint64_t page);
   // A vCPU waits on `page`: whichever frame completes it maps it in line, not
   // through the mapper's queue. Returns whether the page is present already
@@ -139,8 +139,8 @@ class PageStates {
   uint64_t mem_size_, page_size_, npages_;
   std::unique_ptr<std::atomic<uint8_t>[]> state_;
   std::unique_ptr<std::atomic<uint8_t>[]> wanted_;
-  std::vector<uint64_t> covered_;  // precopy: bit per 4 KiB chunk some frame covered
-  std::vector<uint64_t> content_;  // precopy: bit per page some frame gave data or a zero marker
+  vmm::Bitmap covered_;  // precopy: bit per 4 KiB chunk some frame covered
+  vmm::Bitmap content_;  // precopy: bit per page some frame gave data or a zero marker
   std::atomic<uint64_t> present_{0}, pushed_{0}, answered_{0}, skipped_{0}, received_{0};
   const vmm::Userfaultfd* uffd_ = nullptr;
   FaultMetrics* metrics_ = nullptr;

@@ -21,15 +21,6 @@ namespace {
 using vmm::Clock;
 using vmm::ms_between;
 
-bool test_bit(const std::vector<uint64_t>& b, uint64_t i) { return b[i / 64] >> (i % 64) & 1; }
-void set_bit(std::vector<uint64_t>& b, uint64_t i) { b[i / 64] |= 1ULL << (i % 64); }
-
-uint64_t popcount(const std::vector<uint64_t>& b) {
-  uint64_t n = 0;
-  for (uint64_t w : b) n += static_cast<uint64_t>(__builtin_popcountll(w));
-  return n;
-}
-
 Frame expect(Channel& ch, FrameType type) {
   Frame f = ch.receive();
   if (f.header.type == FrameType::Error) throw vmm::Error("destination refused: " + decode_error(f.payload));
@@ -52,8 +43,8 @@ void check_source_mode(const vmm::Machine& m, Mode mode) {
 Source::Source(vmm::Machine& machine, vmm::VcpuThreads& vcpu, SourceOptions options)
     : machine_(machine), vcpu_(vcpu), options_(std::move(options)) {
   uint64_t chunks = machine_.memory().size() / kChunk;
-  sent_.assign((chunks + 63) / 64, 0);
-  dest_nonzero_.assign((chunks + 63) / 64, 0);
+  sent_ = vmm::Bitmap(chunks);
+  dest_nonzero_ = vmm::Bitmap(chunks);
   if (options_.precopy_rounds == 0) options_.precopy_rounds = options_.mode == Mode::Precopy ? 30 : 1;
 }
 
@@ -88,47 +79,41 @@ void Source::connect() {
 }
 
 // Sends every chunk whose bit is set, in runs of at most one frame.
-uint64_t Source::send_chunks(const std::vector<uint64_t>& bits, const std::vector<uint64_t>* allocated) {
+uint64_t Source::send_chunks(const vmm::Bitmap& bits, const vmm::Bitmap* allocated) {
   const uint8_t* mem = machine_.memory().primary();
-  uint64_t chunks = machine_.memory().size() / kChunk, sent = 0;
-  for (uint64_t c = 0; c < chunks;) {
-    if (!test_bit(bits, c)) {
-      c++;
-      continue;
-    }
-    uint32_t run = 0, n = 0;
-    while (run < kMaxChunksPerFrame && c + run < chunks && test_bit(bits, c + run)) run++;
+  uint64_t sent = 0;
+  for (uint64_t c = bits.find_next(0); c < bits.size();) {
+    auto run = static_cast<uint32_t>(std::min<uint64_t>(kMaxChunksPerFrame, bits.find_next_clear(c) - c));
+    uint32_t n = 0;
     PagesStats st;
     auto payload =
         encode_pages_bounded(c * kChunk, run, 1, mem, &dest_nonzero_, allocated, st, n, &dest_nonzero_);
     main_->send(FrameType::Pages, 0, payload);
-    for (uint32_t i = 0; i < n; i++) set_bit(sent_, c + i);
+    sent_.set(c, c + n);
     sent += n;
-    c += n;
+    c = n < run ? c + n : bits.find_next(c + n);
   }
   return sent;
 }
 
 void Source::precopy() {
   machine_.set_dirty_logging(true);
-  uint64_t chunks = machine_.memory().size() / kChunk;
-  std::vector<uint64_t> bits(sent_.size(), ~0ULL), dirty;
-  if (chunks % 64) bits.back() = (1ULL << (chunks % 64)) - 1;
-  machine_.get_dirty_log(dirty);  // clears what happened before round 0, which sends everything
+  vmm::Bitmap bits(sent_.size(), true);
+  vmm::Bitmap dirty = machine_.get_dirty_log();  // clears what happened before round 0, which sends everything
   // Round 0 skips chunks the backend never allocated; a write after this scan
   // shows up in the dirty log, so nothing is lost.
-  std::vector<uint64_t> allocated = machine_.memory().allocated_chunks();
+  vmm::Bitmap allocated = machine_.memory().allocated_chunks();
   for (rounds_ = 0;; rounds_++) {
     auto t0 = Clock::now();
     uint64_t n = send_chunks(bits, rounds_ == 0 ? &allocated : nullptr);
     precopy_chunks_ += n;
     main_->send(FrameType::RoundDone, 0, encode(RoundDone{rounds_, n}));
-    machine_.get_dirty_log(dirty);
-    uint64_t ndirty = popcount(dirty);
+    dirty = machine_.get_dirty_log();
+    uint64_t ndirty = dirty.count();
     spdlog::info("precopy: round {} sent {} in {:.0f} ms; {} dirtied meanwhile", rounds_,
                  vmm::format_size(n * kChunk), ms_between(t0, Clock::now()), vmm::format_size(ndirty * kChunk));
     if (ndirty < options_.converge_chunks || rounds_ >= options_.precopy_rounds || vcpu_.finished()) break;
-    bits.swap(dirty);
+    std::swap(bits, dirty);
   }
   rounds_++;
   pending_dirty_ = std::move(dirty);  // stale on the destination: resent or missing at switchover
@@ -136,48 +121,38 @@ void Source::precopy() {
 
 // Destination pages that still have to come: any chunk never sent or dirtied
 // since. Word by word: 8 GiB of 4 KiB pages is 32,768 words.
-std::vector<uint64_t> Source::missing_pages(const std::vector<uint64_t>& final_dirty) const {
+vmm::Bitmap Source::missing_pages(const vmm::Bitmap& final_dirty) const {
   uint64_t page = peer_.dst_page_size, npages = machine_.memory().size() / page, per = page / kChunk;
-  std::vector<uint64_t> missing((npages + 63) / 64, 0);
-  if (per == 1) {
-    for (size_t w = 0; w < missing.size(); w++) missing[w] = ~sent_[w] | final_dirty[w];
-    if (npages % 64) missing.back() &= (1ULL << (npages % 64)) - 1;
-    return missing;
-  }
+  vmm::Bitmap need = sent_;
+  need.flip() |= final_dirty;  // per 4 KiB chunk
+  if (per == 1) return need;
+  vmm::Bitmap missing(npages);
   for (uint64_t p = 0; p < npages; p++)  // a large page spans whole words of chunks (2 MiB: 8)
-    for (uint64_t w = p * per / 64; w < (p + 1) * per / 64; w++)
-      if (~sent_[w] | final_dirty[w]) {
-        set_bit(missing, p);
-        break;
-      }
+    if (need.any(p * per, (p + 1) * per)) missing.set(p);
   return missing;
 }
 
 // Chunks the destination holds from precopy that the guest wrote since:
 // sent as ranges (StaleChunks frames), so that what crosses the wire at
 // switchover is as large as the guest's last writes, not as its RAM.
-uint64_t Source::send_stale(const std::vector<uint64_t>& final_dirty) {
+uint64_t Source::send_stale(const vmm::Bitmap& final_dirty) {
   StaleChunks frame;
-  uint64_t total = 0, chunks = machine_.memory().size() / kChunk;
+  uint64_t total = 0;
   auto flush = [&] {
     if (frame.ranges.empty()) return;
     main_->send(FrameType::StaleChunks, 0, encode(frame));
     total += frame.ranges.size();
     frame.ranges.clear();
   };
-  for (size_t w = 0; w < final_dirty.size(); w++) {
-    uint64_t bits = final_dirty[w] & sent_[w];
-    while (bits) {
-      uint64_t c = w * 64 + static_cast<uint64_t>(__builtin_ctzll(bits));
-      if (c >= chunks) break;
-      auto& r = frame.ranges;
-      if (!r.empty() && r.back().first + r.back().count == c && r.back().count < UINT32_MAX) {
-        r.back().count++;
-      } else {
-        if (r.size() == kMaxStaleRanges) flush();
-        r.push_back({c, 1});
-      }
-      bits &= bits - 1;
+  vmm::Bitmap stale = final_dirty;
+  stale &= sent_;
+  for (uint64_t c = stale.find_next(0); c < stale.size(); c = stale.find_next(c + 1)) {
+    auto& r = frame.ranges;
+    if (!r.empty() && r.back().first + r.back().count == c && r.back().count < UINT32_MAX) {
+      r.back().count++;
+    } else {
+      if (r.size() == kMaxStaleRanges) flush();
+      r.push_back({c, 1});
     }
   }
   flush();
@@ -203,14 +178,14 @@ void Source::map_guest_memory_for_reading() {
 
 void Source::switchover(SourceReport& report) {
   auto t_stop = Clock::now();
-  std::vector<uint64_t> final_dirty(sent_.size(), 0);
+  vmm::Bitmap final_dirty(sent_.size());
   if (options_.mode != Mode::Postcopy) {
-    machine_.get_dirty_log(final_dirty);
-    for (size_t w = 0; w < final_dirty.size(); w++) final_dirty[w] |= pending_dirty_[w];
+    final_dirty = machine_.get_dirty_log();
+    final_dirty |= pending_dirty_;
   }
   if (options_.mode == Mode::Precopy) {
     precopy_chunks_ += send_chunks(final_dirty);
-    final_dirty.assign(final_dirty.size(), 0);
+    final_dirty = vmm::Bitmap(sent_.size());
   }
   VmState state = capture_vm(machine_, migratable_msrs(machine_.kvm(), machine_.vcpu()));
   main_->send(FrameType::VmState, 0, encode(state));
@@ -222,9 +197,9 @@ void Source::switchover(SourceReport& report) {
   begin.source_stop_us = static_cast<uint64_t>(report.downtime_source_ms * 1000);
   main_->send(FrameType::PostcopyBegin, 0, encode(begin));
   // The destination starts the guest meanwhile: out of the downtime.
-  std::vector<uint64_t> missing = missing_pages(final_dirty);
+  vmm::Bitmap missing = missing_pages(final_dirty);
   spdlog::info("switchover: vCPU state sent {:.2f} ms after stop ({} stale ranges); {} of {} destination pages left "
-               "for postcopy", report.downtime_source_ms, begin.stale_ranges, popcount(missing), begin.npages);
+               "for postcopy", report.downtime_source_ms, begin.stale_ranges, missing.count(), begin.npages);
   if (options_.push_rate)
     spdlog::info("postcopy: background push capped at {:.1f} MiB/s", static_cast<double>(options_.push_rate) / (1 << 20));
   serve_postcopy(report, std::move(missing), begin.page_size);
@@ -237,7 +212,7 @@ void Source::switchover(SourceReport& report) {
 // Serves pages until the destination holds them all. After the commit point a
 // lost link pauses the page server and the source redials, as often as the
 // link is lost, each time within the recovery timeout.
-void Source::serve_postcopy(SourceReport& report, std::vector<uint64_t> missing, uint64_t page_size) {
+void Source::serve_postcopy(SourceReport& report, vmm::Bitmap missing, uint64_t page_size) {
   const auto& mem = machine_.memory();
   uint64_t npages = mem.size() / page_size;
   for (;;) {
@@ -261,21 +236,22 @@ void Source::serve_postcopy(SourceReport& report, std::vector<uint64_t> missing,
       if (!committed_) throw;  // before the commit point the guest resumes here
       auto t_lost = Clock::now();
       phase("paused", e.what());
-      std::vector<uint64_t> was_missing = missing, sent = server.sent_bitmap();
+      vmm::Bitmap resent = missing;  // missing then, sent since, and missing still
+      resent &= server.sent_bitmap();
       missing = reconnect(e.what(), npages);
-      for (size_t w = 0; w < missing.size(); w++)
-        report.pages_resent += static_cast<uint64_t>(__builtin_popcountll(was_missing[w] & sent[w] & missing[w]));
+      resent &= missing;
+      report.pages_resent += resent.count();
       report.pauses_ms.push_back(ms_between(t_lost, Clock::now()));
       spdlog::info("postcopy: resumed after {:.0f} ms: {} pages still to send ({} sent again so far: in flight or claimed by "
                    "the push when the link broke)",
-                   report.pauses_ms.back(), popcount(missing), report.pages_resent);
+                   report.pauses_ms.back(), missing.count(), report.pages_resent);
     }
   }
 }
 
 // Redials the destination until it takes the reconnection of this migration
 // (or the recovery timeout runs out), and returns the pages it still lacks.
-std::vector<uint64_t> Source::reconnect(const std::string& why, uint64_t npages) {
+vmm::Bitmap Source::reconnect(const std::string& why, uint64_t npages) {
   auto t0 = Clock::now(), deadline = t0 + options_.link.recovery_timeout;
   spdlog::warn("postcopy: link lost ({}); paused, redialing {} for up to {} s", why, options_.to,
                options_.link.recovery_timeout.count() / 1000);
@@ -297,13 +273,11 @@ std::vector<uint64_t> Source::reconnect(const std::string& why, uint64_t npages)
       urgent_ = dial();
       urgent_->mark_urgent();
       urgent_->send(FrameType::Hello, 0, encode(hello));
-      std::vector<uint64_t> missing((npages + 63) / 64, 0);
-      for (uint64_t p = 0; p < npages; p++) set_bit(missing, p);
+      vmm::Bitmap missing(npages, true);
       for (;;) {
         Frame f = expect(*main_, FrameType::Received);
         Received r = decode_received(f.payload, npages);
-        for (uint64_t i = 0; i < r.npages; i++)
-          if (test_bit(r.bits, i)) missing[(r.first_page + i) / 64] &= ~(1ULL << ((r.first_page + i) % 64));
+        for (uint64_t i = r.bits.find_next(0); i < r.npages; i = r.bits.find_next(i + 1)) missing.reset(r.first_page + i);
         if (f.header.flags & kReceivedLast) break;
       }
       spdlog::info("postcopy: reconnected to {} (attempt {}, {:.0f} ms after the loss)", options_.to, attempt,

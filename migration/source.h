@@ -72,19 +72,19 @@ class Source {
 
  private:
   void connect();
-  uint64_t send_stale(const std::vector<uint64_t>& final_dirty);
+  uint64_t send_stale(const vmm::Bitmap& final_dirty);
   // One connection to the destination, through TLS when there is a key.
   std::unique_ptr<Channel> dial();
   void precopy();
-  uint64_t send_chunks(const std::vector<uint64_t>& bits, const std::vector<uint64_t>* allocated = nullptr);
-  std::vector<uint64_t> missing_pages(const std::vector<uint64_t>& final_dirty) const;
+  uint64_t send_chunks(const vmm::Bitmap& bits, const vmm::Bitmap* allocated = nullptr);
+  vmm::Bitmap missing_pages(const vmm::Bitmap& final_dirty) const;
   void map_guest_memory_for_reading();
   void switchover(SourceReport& report);
   void phase(const std::string& p, const std::string& detail = "") {
     if (options_.status) options_.status->set_phase(p, detail);
   }
-  void serve_postcopy(SourceReport& report, std::vector<uint64_t> missing, uint64_t page_size);
-  std::vector<uint64_t> reconnect(const std::string& why, uint64_t npages);
+  void serve_postcopy(SourceReport& report, vmm::Bitmap missing, uint64_t page_size);
+  vmm::Bitmap reconnect(const std::string& why, uint64_t npages);
 
   vmm::Machine& machine_;
   vmm::VcpuThreads& vcpu_;
@@ -94,7 +94,7 @@ class Source {
   Hello hello_;
   HelloReply peer_;
   std::atomic<bool> committed_{false};  // the destination started the guest and was told we let go
-  std::vector<uint64_t> sent_, dest_nonzero_, pending_dirty_;  // per 4 KiB chunk
+  vmm::Bitmap sent_, dest_nonzero_, pending_dirty_;  // per 4 KiB chunk
   uint32_t rounds_ = 0;
   uint64_t precopy_chunks_ = 0;
 };

@@ -158,12 +158,12 @@ int64_t cached_pages(int fd, uint64_t off, uint64_t len) {
 
 }  // namespace
 
-std::vector<uint64_t> GuestMemory::allocated_chunks() const {
+Bitmap GuestMemory::allocated_chunks() const {
   constexpr uint64_t kChunk = 4096;
   uint64_t chunks = size_ / kChunk;
-  std::vector<uint64_t> bits((chunks + 63) / 64, 0);
+  Bitmap bits(chunks);
   auto mark = [&](uint64_t from, uint64_t to) {
-    for (uint64_t c = from / kChunk; c < (to + kChunk - 1) / kChunk && c < chunks; c++) bits[c / 64] |= 1ULL << (c % 64);
+    bits.set(from / kChunk, std::min(chunks, (to + kChunk - 1) / kChunk));
   };
   if (backend_ == Backend::Shmem) {
     auto end = static_cast<off_t>(size_);
@@ -206,29 +206,19 @@ std::vector<uint64_t> GuestMemory::allocated_chunks() const {
   if (!ok) {
     spdlog::warn("memory: mincore on {} failed ({}); every page will be read", backend_name(backend_),
                  describe_errno(errno));
-    std::fill(bits.begin(), bits.end(), ~0ULL);
+    bits = Bitmap(chunks, true);
   }
   return bits;
 }
 
-uint64_t GuestMemory::map_for_reading(const std::vector<uint64_t>& allocated) const {
+uint64_t GuestMemory::map_for_reading(const Bitmap& allocated) const {
 #ifndef MADV_POPULATE_READ
 #define MADV_POPULATE_READ 22
 #endif
   constexpr uint64_t kChunk = 4096;
-  uint64_t chunks = size_ / kChunk, mapped = 0;
-  auto is_set = [&](uint64_t c) { return c < chunks && (allocated[c / 64] >> (c % 64) & 1); };
-  for (uint64_t c = 0; c < chunks;) {
-    if (allocated[c / 64] == 0 && c % 64 == 0) {
-      c += 64;
-      continue;
-    }
-    if (!is_set(c)) {
-      c++;
-      continue;
-    }
-    uint64_t run = c;
-    while (is_set(run)) run++;
+  uint64_t mapped = 0;
+  for (uint64_t c = allocated.find_next(0); c < allocated.size();) {
+    uint64_t run = allocated.find_next_clear(c);
     uint64_t len = (run - c) * kChunk;
     if (::madvise(primary() + c * kChunk, len, MADV_POPULATE_READ) != 0) {
       const int err = errno;
@@ -238,7 +228,7 @@ uint64_t GuestMemory::map_for_reading(const std::vector<uint64_t>& allocated) co
                                     : "");
     }
     mapped += len;
-    c = run;
+    c = allocated.find_next(run);
   }
   return mapped;
 }

@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "bitmap.h"
 #include "mapping.h"
 #include "unique_fd.h"
 
@@ -56,14 +57,14 @@ class GuestMemory {
   // backend never allocated, so it reads as zero and need not be read at all
   // (reading it would allocate it). shmem asks SEEK_DATA (swap-safe); gmem and
   // hugetlb, which never swap, ask mincore().
-  std::vector<uint64_t> allocated_chunks() const;
+  Bitmap allocated_chunks() const;
   // Fills our own view's page tables for the chunks set in `allocated`
   // (MADV_POPULATE_READ, one call per run), so that reading them later takes
   // no page fault. A guest on guest_memfd bound by fd writes its pages
   // without ever mapping them in our view: the page server would otherwise
   // take one fault per 4 KiB chunk it reads, 1.4 us each here. Returns the
   // bytes mapped; throws vmm::Error naming the errno when madvise fails.
-  uint64_t map_for_reading(const std::vector<uint64_t>& allocated) const;
+  uint64_t map_for_reading(const Bitmap& allocated) const;
 
  private:
   GuestMemory(Backend b, uint64_t size, UniqueFd fd, Mapping primary)

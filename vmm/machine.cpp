@@ -113,9 +113,11 @@ void Machine::set_dirty_logging(bool on) {
   bind_memory(on ? KVM_MEM_LOG_DIRTY_PAGES : 0);
 }
 
-void Machine::get_dirty_log(std::vector<uint64_t>& bitmap) const {
-  bitmap.assign((memory_.size() / 4096 + 63) / 64, 0);
-  vm_.get_dirty_log(0, bitmap);
+Bitmap Machine::get_dirty_log() const {
+  uint64_t chunks = memory_.size() / 4096;
+  std::vector<uint64_t> words(Bitmap::words_for(chunks), 0);
+  vm_.get_dirty_log(0, words);
+  return Bitmap::from_words(std::move(words), chunks);
 }
 
 VcpuOutcome Machine::run(size_t index, const std::atomic<bool>* stop) {

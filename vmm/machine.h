@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "bitmap.h"
 #include "debug_exit.h"
 #include "guest_memory.h"
 #include "io_bus.h"
@@ -39,7 +40,7 @@ class Machine {
   // Dirty logging (precopy). KVM refuses it on a KVM_MEM_GUEST_MEMFD slot.
   bool can_log_dirty() const;
   void set_dirty_logging(bool on);
-  void get_dirty_log(std::vector<uint64_t>& bitmap) const;
+  Bitmap get_dirty_log() const;
 
   const MachineConfig& config() const { return config_; }
   const KvmSystem& kvm() const { return kvm_; }

@@ -48,7 +48,7 @@ int main(int argc, char** argv) {
   seed("fuzz_hello_reply", 0, encode(HelloReply{true, "", "shmem", 4096, true}));
   seed("fuzz_hello_reply", 1, encode(HelloReply{false, "too big", "hugetlb-1g", 1 << 30, false}));
   seed("fuzz_round_done", 0, encode(RoundDone{3, 1000}));
-  std::vector<uint64_t> missing(16384 / 64, 0x5555);
+  auto missing = vmm::Bitmap::from_words(std::vector<uint64_t>(16384 / 64, 0x5555), 16384);
   seed("fuzz_postcopy_begin", 0, encode(PostcopyBegin{4096, 16384, 2, 220}));
   seed("fuzz_stale_chunks", 0, encode(StaleChunks{{{0, 3}, {100, 64}}}));
   seed("fuzz_started", 0, encode(Started{870}));

@@ -63,8 +63,9 @@ TEST(Messages, EveryFrameOfAOneTibGuestFitsTheFrameBound) {
   EXPECT_LE(p.size(), kMaxPayload);
   EXPECT_EQ(decode_stale_chunks(p, kTiB).ranges.size(), kMaxStaleRanges);
   // After a lost link: which of 268 M pages are present, in bounded frames.
-  std::vector<uint64_t> present((npages + 63) / 64, 0xf0f0f0f0f0f0f0f0ULL);
-  auto parts = split_received(present, npages);
+  auto present = vmm::Bitmap::from_words(std::vector<uint64_t>(vmm::Bitmap::words_for(npages), 0xf0f0f0f0f0f0f0f0ULL),
+                                         npages);
+  auto parts = split_received(present);
   EXPECT_EQ(parts.size(), npages / kMaxReceivedPages);
   uint64_t covered = 0;
   for (const auto& r : parts) {
@@ -72,7 +73,7 @@ TEST(Messages, EveryFrameOfAOneTibGuestFitsTheFrameBound) {
     ASSERT_LE(bytes.size(), kMaxPayload);
     Received d = decode_received(bytes, npages);
     EXPECT_EQ(d.first_page, covered);
-    EXPECT_EQ(d.bits[0], 0xf0f0f0f0f0f0f0f0ULL);
+    EXPECT_EQ(d.bits.words()[0], 0xf0f0f0f0f0f0f0f0ULL);
     covered += d.npages;
   }
   EXPECT_EQ(covered, npages);

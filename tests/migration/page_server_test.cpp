@@ -21,24 +21,24 @@ using namespace std::chrono_literals;
 
 constexpr uint64_t kPage = 4096, kPages = 64, kRam = kPage * kPages;
 
-std::vector<uint64_t> all_missing_but(std::set<uint64_t> held) {
-  std::vector<uint64_t> bits(kPages / 64, ~0ULL);
-  for (uint64_t p : held) bits[p / 64] &= ~(1ULL << (p % 64));
+vmm::Bitmap all_missing_but(std::set<uint64_t> held) {
+  vmm::Bitmap bits(kPages, true);
+  for (uint64_t p : held) bits.reset(p);
   return bits;
 }
 
 struct Source {
   std::vector<uint8_t> ram = numbered_ram(kRam);
-  std::vector<uint64_t> dest_nonzero = std::vector<uint64_t>(kRam / kChunk / 64, 0);
+  vmm::Bitmap dest_nonzero = vmm::Bitmap(kRam / kChunk);
   ChannelPair main, urgent;  // a: the source's end, b: the destination's
   std::atomic<bool> committed{false};
   std::unique_ptr<PageServer> server;
   std::future<PageServerStats> result;
 
-  Source(const std::vector<uint64_t>& missing, uint64_t push_rate) {
+  Source(const vmm::Bitmap& missing, uint64_t push_rate) {
     // Every chunk allocated on the source backend: each is read and sent.
     server = std::make_unique<PageServer>(ram.data(), kRam, kPage, missing, dest_nonzero,
-                                          [] { return std::vector<uint64_t>(kRam / kChunk / 64, ~0ULL); }, *main.a, *urgent.a, push_rate,
+                                          [] { return vmm::Bitmap(kRam / kChunk, true); }, *main.a, *urgent.a, push_rate,
                                           5000ms, committed);
     result = std::async(std::launch::async, [this] { return server->run(); });
   }
@@ -158,7 +158,7 @@ TEST(PageServer, AClosedLinkIsLinkLostAndSentPagesAreKnown) {
   ASSERT_EQ(s.result.wait_for(5s), std::future_status::ready);
   EXPECT_THROW(s.result.get(), LinkLost);
   auto sent = s.server->sent_bitmap();
-  EXPECT_TRUE(sent[0] >> 5 & 1) << "the answered page is not marked sent";
+  EXPECT_TRUE(sent.test(5)) << "the answered page is not marked sent";
 }
 
 }  // namespace

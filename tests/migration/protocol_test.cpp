@@ -144,15 +144,17 @@ TEST(Messages, HelloCarriesTheResumeFlag) {
 }
 
 TEST(Messages, ReceivedRoundTripsAndIsBoundedByThePageCount) {
-  Received m{64, 70, {~0ULL, 0x15}};
+  Received m{64, 70, vmm::Bitmap::from_words({~0ULL, 0x15}, 70)};
   Received d = decode_received(encode(m), 200);
   EXPECT_EQ(d.first_page, 64u);
   EXPECT_EQ(d.npages, 70u);
   EXPECT_EQ(d.bits, m.bits);
   EXPECT_THROW(decode_received(encode(m), 100), ProtocolError);             // past the end
-  EXPECT_THROW(decode_received(encode(Received{3, 1, {1}}), 200), ProtocolError);  // not word-aligned
-  EXPECT_THROW(decode_received(encode(Received{64, 70, {~0ULL, 1ULL << 6}}), 200), ProtocolError);  // bit 70
+  EXPECT_THROW(decode_received(encode(Received{3, 1, vmm::Bitmap(1, true)}), 200), ProtocolError);  // not word-aligned
   auto p = encode(m);
+  auto past_end = p;
+  past_end[16 + 8] |= 1 << 6;  // bit 70 of 70: {first, npages}, word 0, then word 1's low byte
+  EXPECT_THROW(decode_received(past_end, 200), ProtocolError);
   for (size_t n = 0; n < p.size(); n++) EXPECT_THROW(decode_received({p.data(), n}, 200), ProtocolError);
 }
 
@@ -175,8 +177,8 @@ TEST(Messages, PagesCarryDataZeroMarkersAndSkips) {
   std::vector<uint8_t> mem(8 * kChunk, 0);
   mem[0] = 1;           // chunk 0: data
   mem[3 * kChunk] = 2;  // chunk 3: data
-  std::vector<uint64_t> dest_nonzero(1, 0);
-  dest_nonzero[0] = 1ULL << 1;  // chunk 1 is zero here but not on the destination
+  vmm::Bitmap dest_nonzero(8);
+  dest_nonzero.set(1);  // chunk 1 is zero here but not on the destination
   PagesStats st;
   auto payload = encode_pages(0, 8, mem.data(), &dest_nonzero, st);
   EXPECT_EQ(st.data, 2u);
@@ -193,13 +195,13 @@ TEST(Messages, PagesCarryDataZeroMarkersAndSkips) {
 TEST(Messages, EncoderRecordsWhatTheDestinationHoldsAfterTheFrame) {
   std::vector<uint8_t> mem(4 * kChunk, 0);
   mem[2 * kChunk] = 7;                      // chunk 2 becomes data
-  std::vector<uint64_t> nonzero(1, 0b0011);  // chunks 0 and 1 were non-zero there
+  vmm::Bitmap nonzero = vmm::Bitmap::from_words({0b0011}, 4);  // chunks 0 and 1 were non-zero there
   PagesStats st;
   uint32_t n = 0;
   encode_pages_bounded(0, 4, 1, mem.data(), &nonzero, nullptr, st, n, &nonzero);
   EXPECT_EQ(n, 4u);
   EXPECT_EQ(st.zero_markers, 2u);
-  EXPECT_EQ(nonzero[0], 0b0100u) << "zero markers clear, data sets, skipped stays clear";
+  EXPECT_EQ(nonzero.words()[0], 0b0100u) << "zero markers clear, data sets, skipped stays clear";
 }
 
 // The page server sends frames from guest memory (prefix, then runs of data
@@ -211,7 +213,7 @@ TEST(Messages, GatheredPagesFrameArrivesAsTheCopiedOne) {
   std::vector<uint8_t> mem(kChunks * kChunk);
   for (size_t i = 0; i < mem.size(); i++) mem[i] = static_cast<uint8_t>(i * 131 + 17);
   std::memset(mem.data() + 5 * kChunk, 0, 2 * kChunk);  // two zero chunks: the data comes in two runs
-  std::vector<uint64_t> dest_nonzero((kChunks + 63) / 64, ~0ULL);
+  vmm::Bitmap dest_nonzero(kChunks, true);
   PagesStats st_copy, st_gather;
   uint32_t n = 0;
   auto copied = encode_pages_bounded(0, kChunks, 300, mem.data(), &dest_nonzero, nullptr, st_copy, n);
