@@ -201,6 +201,45 @@ std::optional<migration::SourceResult> wait_until(Machine& machine, VcpuThreads&
   throw ExitCode{kExitVmmError};
 }
 
+migration::SourceOptions source_options(const RunOptions& o) {
+  migration::SourceOptions so;
+  so.to = o.migrate_to;
+  so.mode = parse_mode(o.mode);
+  so.precopy_rounds = o.precopy_rounds;
+  so.converge_chunks = o.converge_kib / 4;
+  so.push_rate = mib_per_s(o.push_rate_mib);
+  so.link = link_options(o.link.link_s, o.link.recovery_s);
+  so.status = &g_status;
+  so.tls = g_tls;
+  return so;
+}
+
+bool is_final(std::optional<migration::SourceResult> r) {
+  return r == migration::SourceResult::Completed || r == migration::SourceResult::FailedAfterSwitchover;
+}
+
+// --migrate-to: waits for the moment to migrate (the delay, from the start or
+// from the watched serial line), then migrates, unless the guest ended first.
+void migrate_when_due(const RunOptions& o, Machine& machine, VcpuThreads& vcpu, ApiServer* api, const SerialSink& sink,
+                      vmm::Clock::time_point t0) {
+  auto from = t0;
+  if (!o.migrate_after_line.empty()) {
+    // Polled every 5 ms; the delay counts from when the line arrived.
+    while (!g_stop && !vcpu.finished() && !sink.watched_line()) {
+      auto r = wait_until(machine, vcpu, api, vmm::Clock::now() + std::chrono::milliseconds(5));
+      if (is_final(r)) end_after_migration(*r);
+    }
+    if (auto t = sink.watched_line()) from = *t;
+    else if (vcpu.finished())
+      spdlog::warn("migrate: the guest ended before it printed \"{}\"; no migration", o.migrate_after_line);
+  }
+  auto r = wait_until(machine, vcpu, api, from + std::chrono::milliseconds(static_cast<int64_t>(o.migrate_after * 1000)));
+  if (is_final(r)) end_after_migration(*r);
+  if (g_stop || vcpu.finished()) return;
+  auto result = migrate(machine, vcpu, source_options(o)).result;
+  if (is_final(result)) end_after_migration(result);
+}
+
 void run(const RunOptions& o) {
   auto t0 = vmm::Clock::now();
   auto sink = make_serial_sink(o.serial_log, o.migrate_after_line);
@@ -219,38 +258,7 @@ void run(const RunOptions& o) {
       return j;
     });
   VcpuThreads vcpu(machine);
-  auto is_final = [](std::optional<migration::SourceResult> r) {
-    return r == migration::SourceResult::Completed || r == migration::SourceResult::FailedAfterSwitchover;
-  };
-  if (!o.migrate_to.empty()) {
-    auto from = t0;
-    if (!o.migrate_after_line.empty()) {
-      // Polled every 5 ms; the delay counts from when the line arrived.
-      while (!g_stop && !vcpu.finished() && !sink.watched_line()) {
-        auto r = wait_until(machine, vcpu, api.get(), vmm::Clock::now() + std::chrono::milliseconds(5));
-        if (is_final(r)) end_after_migration(*r);
-      }
-      if (auto t = sink.watched_line()) from = *t;
-      else if (vcpu.finished())
-        spdlog::warn("migrate: the guest ended before it printed \"{}\"; no migration", o.migrate_after_line);
-    }
-    auto r = wait_until(machine, vcpu, api.get(),
-                        from + std::chrono::milliseconds(static_cast<int64_t>(o.migrate_after * 1000)));
-    if (is_final(r)) end_after_migration(*r);
-    if (!g_stop && !vcpu.finished()) {
-      migration::SourceOptions so;
-      so.to = o.migrate_to;
-      so.mode = parse_mode(o.mode);
-      so.precopy_rounds = o.precopy_rounds;
-      so.converge_chunks = o.converge_kib / 4;
-      so.push_rate = mib_per_s(o.push_rate_mib);
-      so.link = link_options(o.link.link_s, o.link.recovery_s);
-      so.status = &g_status;
-      so.tls = g_tls;
-      auto result = migrate(machine, vcpu, so).result;
-      if (is_final(result)) end_after_migration(result);
-    }
-  }
+  if (!o.migrate_to.empty()) migrate_when_due(o, machine, vcpu, api.get(), sink, t0);
   auto r = wait_until(machine, vcpu, api.get(), vmm::Clock::time_point::max());
   if (is_final(r)) end_after_migration(*r);
   if (g_stop && vcpu.pause()) {

@@ -1,54 +1,26 @@
 #include "conformance.h"
 
 #include <fcntl.h>
-#include <poll.h>
-#include <pthread.h>
-#include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <cerrno>
 #include <cstring>
-#include <optional>
-#include <thread>
 
 #include <fmt/format.h>
 
-#include "clock.h"
+#include "conformance_rig.h"
 #include "error.h"
-#include "guest_memory.h"
-#include "kvm.h"
 #include "kvm_uapi.h"
-#include "userfaultfd.h"
-#include "vcpu_thread.h"
 
 namespace vmm {
 
 namespace {
 
 using json = nlohmann::ordered_json;
-using vmm::Clock;
-
-constexpr uint64_t kGmemGpa = 0x10000;  // real-mode segment 0x1000
-constexpr uint64_t kPages = 4;
-constexpr uint64_t kPage = 4096;
-constexpr uint16_t kReportPort = 0x10;
-constexpr uint32_t kPattern = 0xc0ffee01;  // what the VMM puts in a page
-constexpr uint32_t kMarker = 0x12345678;   // what the vCPU writes back
-
-// Real mode at GPA 0: DS = 0x1000 (the guest_memfd slot), read the dword at
-// [BX] and report it on port 0x10, write kMarker there, HLT.
-constexpr uint8_t kProgram[] = {
-    0xb8, 0x00, 0x10,                          // mov ax, 0x1000
-    0x8e, 0xd8,                                // mov ds, ax
-    0x66, 0x8b, 0x07,                          // mov eax, [bx]
-    0x66, 0xe7, 0x10,                          // out 0x10, eax
-    0x66, 0xc7, 0x07, 0x78, 0x56, 0x34, 0x12,  // mov dword [bx], 0x12345678
-    0xf4,                                      // hlt
-};
+using namespace conformance;
 
 json check(const char* name, const char* expect) {
   json j;
@@ -63,128 +35,6 @@ void verdict(json& j, const char* result, std::string detail) {
   j["result"] = result;
   j["detail"] = std::move(detail);
 }
-
-// One VM: a code page at GPA 0 and kPages of guest_memfd in an hva memslot,
-// the memslot a postcopy destination on guest_memfd uses.
-class Rig {
- public:
-  Rig(const KvmSystem& kvm, const ConformanceOptions& o)
-      : vm_(kvm),
-        mem_(GuestMemory::create(o.shmem_control ? Backend::Shmem : Backend::Gmem, kPages * kPage, &vm_)),
-        alias_(mem_.map_alias()) {
-    void* code = ::mmap(nullptr, kPage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (code == MAP_FAILED) throw_errno("mmap(code page)");
-    code_ = Mapping(code, kPage);
-    std::memcpy(code_.data(), kProgram, sizeof kProgram);
-    vm_.set_memory_region(0, 0, 0, kPage, reinterpret_cast<uint64_t>(code_.data()));
-    vm_.set_memory_region(1, 0, kGmemGpa, kPages * kPage, reinterpret_cast<uint64_t>(mem_.primary()));
-  }
-  Rig(const Rig&) = delete;
-  Rig& operator=(const Rig&) = delete;
-  ~Rig() { abort(); }
-
-  uint8_t* alias(uint64_t page) const { return alias_.data() + page * kPage; }
-  uint64_t primary(uint64_t page) const { return reinterpret_cast<uint64_t>(mem_.primary()) + page * kPage; }
-  int gmem_fd() const { return mem_.fd(); }
-  int uffd() const { return uffd_->fd(); }
-
-  // 0 or -errno; *ioctls gets the ioctls the registered range offers.
-  int register_uffd(uint64_t mode, uint64_t* ioctls = nullptr) {
-    uint64_t want = UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MINOR_SHMEM;
-    uffd_ = std::make_unique<Userfaultfd>(want & Userfaultfd::supported_features());
-    return uffd_->try_register(mem_.primary(), kPages * kPage, mode, ioctls);
-  }
-
-  void start(uint64_t page) {
-    vcpu_ = std::make_unique<Vcpu>(vm_, 0);
-    kvm_sregs s = vcpu_->get_sregs();
-    s.cs.base = 0;
-    s.cs.selector = 0;
-    vcpu_->set_sregs(s);
-    kvm_regs r{};
-    r.rip = 0;
-    r.rflags = 2;
-    r.rbx = page * kPage;
-    vcpu_->set_regs(r);
-    install_kick_handler();
-    thread_ = std::thread([this] { run_vcpu(); });
-  }
-
-  // The next fault event, or nothing if the vCPU finished or `timeout` passed.
-  std::optional<uffd_msg> wait_event(std::chrono::milliseconds timeout) {
-    auto deadline = Clock::now() + timeout;
-    while (Clock::now() < deadline && !done_) {
-      pollfd pfd{uffd_->fd(), POLLIN, 0};
-      if (::poll(&pfd, 1, 20) <= 0) continue;
-      uffd_msg msg{};
-      ssize_t n = ::read(uffd_->fd(), &msg, sizeof msg);
-      if (n == sizeof msg && msg.event == UFFD_EVENT_PAGEFAULT) return msg;
-    }
-    return std::nullopt;
-  }
-
-  bool wait_vcpu(std::chrono::milliseconds timeout) {
-    auto deadline = Clock::now() + timeout;
-    while (!done_ && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    if (!done_) return false;
-    thread_.join();
-    return true;
-  }
-
-  bool halted() const { return halted_; }
-  bool reported() const { return reported_; }
-  uint32_t read_value() const { return read_value_; }
-  const std::string& vcpu_error() const { return error_; }
-
-  // Releases a vCPU stuck in a fault (closing the userfaultfd wakes it) and
-  // interrupts KVM_RUN until the thread ends.
-  void abort() {
-    if (!thread_.joinable()) return;
-    uffd_.reset();
-    stop_ = true;
-    while (!done_) {
-      vcpu_->request_immediate_exit();
-      pthread_kill(thread_.native_handle(), SIGUSR1);
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-    thread_.join();
-  }
-
- private:
-  void run_vcpu() {
-    try {
-      while (!stop_) {
-        if (!vcpu_->run()) continue;  // interrupted
-        kvm_run* r = vcpu_->run_state();
-        if (r->exit_reason == KVM_EXIT_IO && r->io.port == kReportPort && r->io.direction == KVM_EXIT_IO_OUT) {
-          std::memcpy(&read_value_, reinterpret_cast<uint8_t*>(r) + r->io.data_offset, sizeof read_value_);
-          reported_ = true;
-          continue;
-        }
-        if (r->exit_reason == KVM_EXIT_HLT) {
-          halted_ = true;
-          break;
-        }
-        error_ = fmt::format("unexpected KVM exit reason {}", r->exit_reason);
-        break;
-      }
-    } catch (const std::exception& e) {
-      error_ = e.what();
-    }
-    done_ = true;
-  }
-
-  Vm vm_;
-  GuestMemory mem_;
-  Mapping alias_, code_;
-  std::unique_ptr<Userfaultfd> uffd_;
-  std::unique_ptr<Vcpu> vcpu_;
-  std::thread thread_;
-  std::atomic<bool> done_{false}, stop_{false};
-  bool halted_ = false, reported_ = false;
-  uint32_t read_value_ = 0;
-  std::string error_;
-};
 
 std::string hex(uint32_t v) { return fmt::format("{:#010x}", v); }
 

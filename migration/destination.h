@@ -56,7 +56,11 @@ class Destination {
   // "" or why a first Hello is refused before anything is allocated.
   std::string check_first_hello(const Hello& hello) const;
   HelloReply accept_source(const Hello& hello);
+  void build_guest(const Hello& hello, bool postcopy);
+  std::string prove_postcopy(uint64_t mem_size);
   void receive_until_postcopy();
+  void restore_state(std::span<const uint8_t> payload);
+  void switch_over(const PostcopyBegin& begin, uint64_t stale_ranges, Clock::time_point t_state);
   void start_guest(const PostcopyBegin& begin);
   void register_postcopy();
   void receive_postcopy();
@@ -68,6 +72,9 @@ class Destination {
   void stop_link_threads();
   void finish_postcopy();
   void write_report();
+  nlohmann::ordered_json report_json(const FaultMetrics::Summary& s) const;
+  void add_link_figures(nlohmann::ordered_json& j) const;
+  void print_summary(const FaultMetrics::Summary& s, const nlohmann::ordered_json& j) const;
   void add_guest_view();
   void save_report() const;
   bool announce_if_complete();

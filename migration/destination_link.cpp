@@ -6,6 +6,7 @@
 
 #include <array>
 #include <atomic>
+#include <optional>
 #include <thread>
 
 #include <fmt/format.h>
@@ -98,6 +99,55 @@ void handshake(Pending& p, TlsConfig* tls, std::chrono::milliseconds timeout,
   }
 }
 
+void end_all(std::vector<std::unique_ptr<Pending>>& pending) {
+  for (auto& p : pending) {
+    p->channel->shutdown();
+    p->thread.join();
+  }
+  pending.clear();
+}
+
+// Runs one connection's handshake on its own thread, which writes to `wake`
+// when it is done.
+std::unique_ptr<Pending> start_handshake(std::unique_ptr<Channel> ch, TlsConfig* tls,
+                                         std::chrono::milliseconds timeout,
+                                         const std::function<std::string(const Hello&)>& check, int wake) {
+  auto p = std::make_unique<Pending>();
+  p->channel = std::move(ch);
+  Pending* raw = p.get();
+  p->thread = std::thread([raw, tls, timeout, &check, wake] {
+    handshake(*raw, tls, timeout, check);
+    raw->done = true;
+    uint64_t one = 1;
+    (void)!::write(wake, &one, sizeof one);
+  });
+  return p;
+}
+
+// Joins the handshakes that are done: the first accepted one is the arrival
+// (the others still under way are ended); a refused one is logged and dropped.
+std::optional<Arrival> take_finished(std::vector<std::unique_ptr<Pending>>& pending, const char* what) {
+  for (auto it = pending.begin(); it != pending.end();) {
+    Pending& p = **it;
+    if (!p.done) {
+      ++it;
+      continue;
+    }
+    p.thread.join();
+    if (p.accepted) {
+      Arrival a{std::move(p.channel), p.hello};
+      pending.erase(it);
+      end_all(pending);
+      if (a.channel->tls()) spdlog::debug("receive: {} {} over TLS ({})", what, a.channel->peer(), a.channel->tls_cipher());
+      return a;
+    }
+    spdlog::warn("receive: dropped a connection from {} ({}): {}; still listening", p.channel->peer(), what,
+                 p.failure);
+    it = pending.erase(it);
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 Arrival DestinationLink::accept_hello(const std::function<std::string(const Hello&)>& check,
@@ -111,41 +161,17 @@ Arrival DestinationLink::accept_hello(const std::function<std::string(const Hell
   // neither side).
   vmm::UniqueFd finished(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!finished) vmm::throw_errno("eventfd");
-  auto end_all = [&] {
-    for (auto& p : pending) {
-      p->channel->shutdown();
-      p->thread.join();
-    }
-    pending.clear();
-  };
   for (;;) {
-    for (auto it = pending.begin(); it != pending.end();) {
-      Pending& p = **it;
-      if (!p.done) {
-        ++it;
-        continue;
-      }
-      p.thread.join();
-      if (p.accepted) {
-        Arrival a{std::move(p.channel), p.hello};
-        pending.erase(it);
-        end_all();
-        if (a.channel->tls()) spdlog::debug("receive: {} {} over TLS ({})", what, a.channel->peer(), a.channel->tls_cipher());
-        return a;
-      }
-      spdlog::warn("receive: dropped a connection from {} ({}): {}; still listening", p.channel->peer(), what,
-                   p.failure);
-      it = pending.erase(it);
-    }
+    if (auto arrival = take_finished(pending, what)) return std::move(*arrival);
     int wait_ms = -1;
     if (deadline.count() > 0) {
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
       if (left.count() <= 0) {
-        end_all();
+        end_all(pending);
         throw ConnectionError(fmt::format("no {} connection completed its handshake within {} s", what,
                                           deadline.count() / 1000));
       }
-      wait_ms = wait_ms < 0 ? static_cast<int>(left.count()) : std::min<int>(wait_ms, static_cast<int>(left.count()));
+      wait_ms = static_cast<int>(left.count());
     }
     std::array<pollfd, 2> fds{pollfd{acceptor_->native_handle(), POLLIN, 0}, pollfd{finished.get(), POLLIN, 0}};
     if (::poll(fds.data(), fds.size(), wait_ms) <= 0) continue;
@@ -161,18 +187,7 @@ Arrival DestinationLink::accept_hello(const std::function<std::string(const Hell
                    pending.size());
       continue;
     }
-    auto p = std::make_unique<Pending>();
-    p->channel = std::move(ch);
-    Pending* raw = p.get();
-    TlsConfig* tls = tls_.get();
-    int wake = finished.get();
-    p->thread = std::thread([raw, tls, handshake_timeout, &check, wake] {
-      handshake(*raw, tls, handshake_timeout, check);
-      raw->done = true;
-      uint64_t one = 1;
-      (void)!::write(wake, &one, sizeof one);
-    });
-    pending.push_back(std::move(p));
+    pending.push_back(start_handshake(std::move(ch), tls_.get(), handshake_timeout, check, finished.get()));
   }
 }
 

@@ -29,8 +29,13 @@ std::string by_vcpu_text(const FaultMetrics::Summary& s) {
 
 void Destination::write_report() {
   FaultMetrics::Summary s = metrics_.summarize();
-  double total_ms = vmm::ms_between(t_hello_, t_complete_);
-  double downtime_ms = source_stop_ms_ + restore_ms_;
+  report_ = report_json(s);
+  print_summary(s, report_);
+  fault_records_ = std::move(s.records);
+  save_report();
+}
+
+nlohmann::ordered_json Destination::report_json(const FaultMetrics::Summary& s) const {
   nlohmann::ordered_json j;
   j["mode"] = mode_name(hello_.mode);
   j["uffd_mode"] = uffd_ ? vmm::uffd_mode_name(options_.uffd_mode) : "none";
@@ -53,14 +58,24 @@ void Destination::write_report() {
                        {"wall_ms", load.wall_ms},
                        {"busy_fraction", load.wall_ms > 0 ? load.cpu_ms / load.wall_ms : 0.0}};
   j["precopy_rounds"] = rounds_;
-  j["downtime_ms"] = downtime_ms;
+  j["downtime_ms"] = source_stop_ms_ + restore_ms_;
   j["downtime_breakdown_ms"] = {{"source_stop_to_begin", source_stop_ms_},
                                 {"destination_restore", restore_ms_},
                                 {"destination_restore_parts",
                                  {{"vm_state", restore_parts_.state_ms},
                                   {"wait_for_begin", restore_parts_.wait_begin_ms},
                                   {"start_guest", restore_parts_.start_ms}}}};
-  j["total_ms"] = total_ms;
+  j["total_ms"] = vmm::ms_between(t_hello_, t_complete_);
+  add_link_figures(j);
+  nlohmann::ordered_json timeline = nlohmann::ordered_json::array();
+  for (const auto& r : s.records)
+    timeline.push_back({r.t_ms, r.read_to_request_us + r.request_to_data_us + r.data_to_mapped_us});
+  j["fault_timeline_ms_us"] = timeline;
+  return j;
+}
+
+// What crossed each connection, the push rate, and each lost link.
+void Destination::add_link_figures(nlohmann::ordered_json& j) const {
   uint64_t main_bytes = link_.main_bytes();
   uint64_t urgent_bytes = link_.urgent_bytes();
   j["bytes_received"] = main_bytes + urgent_bytes;
@@ -75,17 +90,17 @@ void Destination::write_report() {
   // Each lost link: how long the pause lasted, what was still missing then,
   // and how many requests went out again on the new connection.
   nlohmann::ordered_json pauses = nlohmann::ordered_json::array();
-  double paused_ms = 0;
-  for (const auto& p : pauses_) {
+  for (const auto& p : pauses_)
     pauses.push_back({{"ms", p.ms}, {"pages_missing", p.pages_missing}, {"requests_outstanding", p.requests_outstanding}});
-    paused_ms += p.ms;
-  }
   j["link_pauses"] = pauses;
-  nlohmann::ordered_json timeline = nlohmann::ordered_json::array();
-  for (const auto& r : s.records)
-    timeline.push_back({r.t_ms, r.read_to_request_us + r.request_to_data_us + r.data_to_mapped_us});
-  j["fault_timeline_ms_us"] = timeline;
+}
 
+// The text summary on stderr: the figures of the report `j`, as it holds them.
+void Destination::print_summary(const FaultMetrics::Summary& s, const nlohmann::ordered_json& j) const {
+  double paused_ms = 0;
+  for (const auto& p : j["link_pauses"]) paused_ms += p["ms"].get<double>();
+  const auto& load = j["fault_thread"];
+  double cpu_ms = load["cpu_ms"], wall_ms = load["wall_ms"];
   fmt::print(stderr,
              "\n=== postcopy summary: {} -> {} ({} pages), mode {}, userfaultfd {} ===\n"
              "  faults {:>8}   latency us  p50 {:.0f}  p90 {:.0f}  p99 {:.0f}  max {:.0f}  mean {:.0f}\n"
@@ -101,12 +116,10 @@ void Destination::write_report() {
              options_.uffd_mode == vmm::UffdMode::Minor ? "UFFDIO_CONTINUE" : "UFFDIO_COPY", s.requested.faults,
              s.requested.p50_us, s.requested.p99_us, s.in_flight.faults, s.in_flight.p50_us, s.in_flight.p99_us,
              s.blocked_ms, by_vcpu_text(s), s.pages_requested, pages_->pages_pushed(),
-             pages_->chunks_skipped(), rounds_, downtime_ms, source_stop_ms_, restore_ms_, total_ms, pauses_.size(),
-             paused_ms, load.events, load.reads, load.max_batch, load.cpu_ms, load.wall_ms,
-             load.wall_ms > 0 ? 100 * load.cpu_ms / load.wall_ms : 0.0);
-  report_ = std::move(j);
-  fault_records_ = std::move(s.records);
-  save_report();
+             pages_->chunks_skipped(), rounds_, j["downtime_ms"].get<double>(), source_stop_ms_, restore_ms_,
+             j["total_ms"].get<double>(), j["link_pauses"].size(), paused_ms, load["events"].get<uint64_t>(),
+             load["reads"].get<uint64_t>(), load["max_events_per_read"].get<uint64_t>(), cpu_ms, wall_ms,
+             wall_ms > 0 ? 100 * cpu_ms / wall_ms : 0.0);
 }
 
 // After the guest's exit: its record of slow touches joined with the faults.

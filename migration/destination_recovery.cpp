@@ -1,0 +1,132 @@
+// The destination's links during postcopy: the urgent connection's receive
+// loop, and a lost link replaced by the source's reconnection of the same
+// migration (the guest runs on meanwhile, or waits, before StartedAck).
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "clock.h"
+#include "destination.h"
+#include "error.h"
+#include "fault_resolver.h"
+#include "thread_priority.h"
+
+namespace migration {
+
+using vmm::ms_between;
+
+void Destination::urgent_loop() {
+  vmm::make_current_thread_urgent("urgent-recv");
+  try {
+    while (!complete_) {
+      std::array<uint8_t, kHeaderSize> raw;
+      FrameHeader h = link_.urgent().receive_header(raw);
+      if (h.type != FrameType::Pages || !(h.flags & kPagesUrgent))
+        throw ProtocolError(fmt::format("unexpected {} on the urgent connection", frame_type_name(h.type)));
+      pages_->receive_pages(link_.urgent(), raw, h, true);
+      announce_if_complete();
+    }
+  } catch (const ConnectionError& e) {
+    // A lost link: the main thread finds its connection ended too, and recovers.
+    if (complete_) return;
+    spdlog::debug("receive: urgent connection: {}", e.what());
+    link_.main().shutdown();
+  } catch (const std::exception& e) {
+    if (complete_) return;
+    std::lock_guard lock(error_mutex_);
+    error_ = fmt::format("urgent connection: {}", e.what());
+    link_.main().shutdown();
+  }
+}
+
+void Destination::start_link_threads() {
+  link_.up(options_.link);
+  urgent_thread_ = std::thread([this] { urgent_loop(); });
+}
+
+void Destination::stop_link_threads() {
+  link_.down();
+  if (urgent_thread_.joinable()) urgent_thread_.join();
+}
+
+// Accepts one connection; installs it if it is this migration's reconnection.
+bool Destination::take_reconnection(std::chrono::milliseconds left) {
+  Arrival m, u;
+  try {
+    m = link_.accept_hello(
+        [this](const Hello& h) {
+          return h.role == Role::Main && h.resume && h.session == hello_.session
+                     ? std::string()
+                     : std::string("this destination is receiving another migration; it takes only that one's "
+                                   "reconnection");
+        },
+        options_.link.link_timeout, std::max(left, std::chrono::milliseconds(1)), "reconnecting source");
+  } catch (const ConnectionError&) {
+    return false;  // nobody came before the deadline: the caller says so
+  }
+  try {
+    m.channel->set_receive_timeout(options_.link.link_timeout);
+    HelloReply yes;
+    yes.accepted = true;
+    yes.dst_backend = std::string(vmm::backend_name(options_.backend));
+    yes.dst_page_size = pages_->page_size();
+    yes.uffd_minor = true;
+    m.channel->send(FrameType::HelloReply, 0, encode(yes));
+    u = link_.accept_hello(
+        [this](const Hello& h) {
+          return h.role == Role::Urgent && h.session == hello_.session
+                     ? std::string()
+                     : std::string("not the reconnecting migration's urgent channel");
+        },
+        options_.link.link_timeout, options_.link.link_timeout, "reconnecting urgent");
+    if (auto why = u.channel->mark_urgent(); !why.empty()) spdlog::debug("receive: page requests go unmarked ({})", why);
+    Channel* main = m.channel.get();
+    // What this side holds: the source pushes the rest again.
+    auto parts = split_received(pages_->present_bitmap());
+    for (size_t i = 0; i < parts.size(); i++)
+      main->send(FrameType::Received, i + 1 == parts.size() ? kReceivedLast : 0, encode(parts[i]));
+    link_.replace(std::move(m.channel), std::move(u.channel));
+    return true;
+  } catch (const ConnectionError& e) {
+    spdlog::warn("receive: a reconnection failed: {}", e.what());
+  } catch (const ProtocolError& e) {
+    spdlog::warn("receive: a reconnection failed: {}", e.what());
+  }
+  return false;
+}
+
+// The link is lost after the guest started here: keep it running on what it
+// has, keep listening, take the source's reconnection, say what we hold, ask
+// again for what was asked and not answered.
+void Destination::recover(const std::string& why) {
+  auto t_lost = Clock::now();
+  stop_link_threads();
+  bool acked = started_acked_;
+  // Before StartedAck the source may resume the guest itself: this copy waits.
+  if (!acked) vcpu_->request_pause();
+  uint64_t missing = pages_->npages() - pages_->present();
+  spdlog::warn("postcopy: link lost ({}); {} of {} pages still on the source; {}; waiting up to {:.0f} s for it to "
+               "reconnect", why, missing, pages_->npages(),
+               acked ? "the guest runs on the pages it has" : "the guest is paused until the source confirms it let go",
+               static_cast<double>(options_.link.recovery_timeout.count()) / 1000);
+  auto deadline = t_lost + options_.link.recovery_timeout;
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    if (left.count() <= 0)
+      throw vmm::Error(fmt::format("the source did not reconnect within {:.0f} s of the lost link ({}): {} pages "
+                                   "never came, and the guest cannot run without them",
+                                   static_cast<double>(options_.link.recovery_timeout.count()) / 1000, why,
+                                   pages_->npages() - pages_->present()));
+    if (take_reconnection(left)) break;
+  }
+  std::vector<uint64_t> again = pages_->outstanding();
+  start_link_threads();
+  link_.request(again);
+  // The source redials only once it let go of the guest (it got Started).
+  started_acked_ = true;
+  if (!acked) vcpu_->resume();
+  pauses_.push_back({ms_between(t_lost, Clock::now()), pages_->npages() - pages_->present(), again.size()});
+  spdlog::info("postcopy: resumed after {:.0f} ms; {} pages still to come, {} asked for again", pauses_.back().ms,
+               pauses_.back().pages_missing, again.size());
+}
+
+}  // namespace migration
