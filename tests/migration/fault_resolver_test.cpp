@@ -58,17 +58,8 @@ struct Destination {
   std::unique_ptr<FaultResolver> resolver;
 
   Destination() {
-    try {
-      uffd = std::make_unique<vmm::Userfaultfd>(UFFD_FEATURE_MINOR_SHMEM | UFFD_FEATURE_THREAD_ID);
-    } catch (const std::exception& e) {
-      why_not = e.what();
-      return;
-    }
-    if (int rc = uffd->try_register(ram.primary, ram.size, UFFDIO_REGISTER_MODE_MINOR); rc != 0) {
-      why_not = "UFFDIO_REGISTER(MODE_MINOR) on memfd shmem failed: " + std::string(strerror(-rc));
-      uffd.reset();
-      return;
-    }
+    uffd = register_minor(ram, UFFD_FEATURE_MINOR_SHMEM | UFFD_FEATURE_THREAD_ID, why_not);
+    if (!uffd) return;
     pages = std::make_unique<PageStates>(ram.primary, ram.alias, nullptr, kRam, kPage);
   }
   void start() {

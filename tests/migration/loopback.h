@@ -15,12 +15,14 @@
 #include <cstring>
 #include <memory>
 #include <stdexcept>
+#include <string>
 #include <utility>
 #include <vector>
 
 #include "channel.h"
 #include "messages.h"
 #include "page_states.h"
+#include "userfaultfd.h"
 
 namespace migration::test {
 
@@ -76,6 +78,23 @@ struct SharedRam {
     return static_cast<uint8_t*>(p);
   }
 };
+
+// A userfaultfd with `features` and `ram`'s primary view registered in MINOR
+// mode, or null with `why` saying what this kernel refused.
+inline std::unique_ptr<vmm::Userfaultfd> register_minor(SharedRam& ram, uint64_t features, std::string& why) {
+  std::unique_ptr<vmm::Userfaultfd> uffd;
+  try {
+    uffd = std::make_unique<vmm::Userfaultfd>(features);
+  } catch (const std::exception& e) {
+    why = e.what();
+    return nullptr;
+  }
+  if (int rc = uffd->try_register(ram.primary, ram.size, UFFDIO_REGISTER_MODE_MINOR); rc != 0) {
+    why = "UFFDIO_REGISTER(MODE_MINOR) on memfd shmem failed: " + std::string(strerror(-rc));
+    return nullptr;
+  }
+  return uffd;
+}
 
 // Whether this process has a page table entry for `addr` (/proc/self/pagemap
 // bit 63): a page mapped by UFFDIO_CONTINUE has one, an unmapped one none.

@@ -20,27 +20,37 @@ using namespace migration::test;
 
 constexpr uint64_t kPage = 4096, kPages = 16, kRam = kPage * kPages;
 
-std::unique_ptr<vmm::Userfaultfd> minor_uffd_or_skip(SharedRam& ram, std::string& why) {
-  try {
-    auto uffd = std::make_unique<vmm::Userfaultfd>(UFFD_FEATURE_MINOR_SHMEM);
-    if (int rc = uffd->try_register(ram.primary, ram.size, UFFDIO_REGISTER_MODE_MINOR); rc != 0) {
-      why = "UFFDIO_REGISTER(MODE_MINOR) on memfd shmem failed: " + std::string(strerror(-rc));
-      return nullptr;
-    }
-    return uffd;
-  } catch (const std::exception& e) {
-    why = e.what();
-    return nullptr;
-  }
-}
+// PageStates of 4 KiB pages in postcopy without a userfaultfd: states only,
+// nothing mapped (as the fuzzer runs it).
+class PostcopyPageStates : public ::testing::Test {
+ protected:
+  void SetUp() override { pages.begin_postcopy(nullptr, nullptr); }
 
-TEST(PageStates, APostcopyPageGoesMissingRequestedPresentAndIsAskedForOnce) {
-  SharedRam ram(kRam);
-  auto src = numbered_ram(kRam);
-  PageStates pages(ram.primary, ram.alias, nullptr, kRam, kPage);
-  pages.begin_postcopy(nullptr, nullptr);
+  SharedRam ram{kRam};
+  std::vector<uint8_t> src = numbered_ram(kRam);
+  PageStates pages{ram.primary, ram.alias, nullptr, kRam, kPage};
   ChannelPair link;
+};
 
+// PageStates over memfd shmem whose primary view is registered in MINOR
+// mode, as a destination's is in postcopy; skipped where the kernel refuses.
+class MappedPageStates : public PostcopyPageStates {
+ protected:
+  void SetUp() override {
+    std::string why;
+    uffd = register_minor(ram, UFFD_FEATURE_MINOR_SHMEM, why);
+    if (!uffd) GTEST_SKIP() << why;
+    pages.begin_postcopy(uffd.get(), nullptr);
+  }
+  void TearDown() override {
+    if (uffd) uffd->unregister(ram.primary, ram.size);
+  }
+  bool mapped_page(uint64_t page) const { return mapped(ram.primary + page * kPage); }
+
+  std::unique_ptr<vmm::Userfaultfd> uffd;
+};
+
+TEST_F(PostcopyPageStates, APostcopyPageGoesMissingRequestedPresentAndIsAskedForOnce) {
   EXPECT_EQ(pages.state(5), PageState::Missing);
   EXPECT_TRUE(pages.try_mark_requested(5));
   EXPECT_EQ(pages.state(5), PageState::Requested);
@@ -59,13 +69,7 @@ TEST(PageStates, APostcopyPageGoesMissingRequestedPresentAndIsAskedForOnce) {
 // A page the push had in flight when the vCPU faulted comes twice: pushed,
 // and answered on the urgent connection. The first copy to arrive claims it;
 // the second completes nothing and is not counted.
-TEST(PageStates, APageThatComesTwiceIsClaimedByTheFirstCopyOnly) {
-  SharedRam ram(kRam);
-  auto src = numbered_ram(kRam);
-  PageStates pages(ram.primary, ram.alias, nullptr, kRam, kPage);
-  pages.begin_postcopy(nullptr, nullptr);
-  ChannelPair link;
-
+TEST_F(PostcopyPageStates, APageThatComesTwiceIsClaimedByTheFirstCopyOnly) {
   ASSERT_TRUE(pages.try_mark_requested(3));
   send_pages(*link.a, src.data(), kPage, 2, 4, kPagesLastOfPage);  // the push: pages 2..5
   EXPECT_EQ(receive_pages(*link.b, pages, true), 4u);
@@ -79,14 +83,9 @@ TEST(PageStates, APageThatComesTwiceIsClaimedByTheFirstCopyOnly) {
 
 // After a lost link the destination asks again for what it was waiting on:
 // the Requested pages and the Missing ones a vCPU waits for, none present.
-TEST(PageStates, OutstandingIsWhatWasRequestedOrWantedAndNotPresent) {
-  SharedRam ram(kRam);
-  auto src = numbered_ram(kRam);
-  PageStates pages(ram.primary, ram.alias, nullptr, kRam, kPage);
-  pages.begin_postcopy(nullptr, nullptr);
+TEST_F(PostcopyPageStates, OutstandingIsWhatWasRequestedOrWantedAndNotPresent) {
   EXPECT_TRUE(pages.outstanding().empty()) << "nothing asked for, nothing waited on";
 
-  ChannelPair link;
   ASSERT_TRUE(pages.try_mark_requested(2));
   EXPECT_FALSE(pages.mark_wanted(9));  // a fault whose request the lost link dropped
   EXPECT_FALSE(pages.mark_wanted(7));
@@ -146,56 +145,37 @@ TEST(PageStates, PartOfALargePageThatIsPresentIsRefused) {
 // a run that holds one, the kernel maps the pages before it and answers
 // EAGAIN with what it mapped; the loop resumes there, meets EEXIST, and goes
 // on past that page.
-TEST(PageStates, InstallMapsPagesAndGoesOnAfterEagainAndEexist) {
-  SharedRam ram(kRam);
-  std::string why;
-  auto uffd = minor_uffd_or_skip(ram, why);
-  if (!uffd) GTEST_SKIP() << why;
-  auto src = numbered_ram(kRam);
-  PageStates pages(ram.primary, ram.alias, nullptr, kRam, kPage);
-  pages.begin_postcopy(uffd.get(), nullptr);
-  ChannelPair link;
-
-  EXPECT_FALSE(mapped(ram.primary + 4 * kPage));
+TEST_F(MappedPageStates, InstallMapsPagesAndGoesOnAfterEagainAndEexist) {
+  EXPECT_FALSE(mapped_page(4));
   send_pages(*link.a, src.data(), kPage, 4, 1, kPagesUrgent | kPagesLastOfPage);
   ASSERT_EQ(receive_pages(*link.b, pages, true), 1u);
-  EXPECT_TRUE(mapped(ram.primary + 4 * kPage)) << "an answered page is mapped in line";
+  EXPECT_TRUE(mapped_page(4)) << "an answered page is mapped in line";
   EXPECT_EQ(tag_at(ram.primary + 4 * kPage), 4u + 1);
 
   EXPECT_NO_THROW(pages.install_pages(4, 1)) << "EEXIST is done, not an error";
   EXPECT_NO_THROW(pages.install_pages(3, 3));  // 3 and 5 unmapped, 4 mapped between them
-  EXPECT_TRUE(mapped(ram.primary + 3 * kPage));
-  EXPECT_TRUE(mapped(ram.primary + 5 * kPage));
-  EXPECT_FALSE(mapped(ram.primary + 6 * kPage));
-  uffd->unregister(ram.primary, ram.size);
+  EXPECT_TRUE(mapped_page(3));
+  EXPECT_TRUE(mapped_page(5));
+  EXPECT_FALSE(mapped_page(6));
 }
 
 // Pushed pages are mapped by the mapper thread; stopping it in MINOR mode
 // drops what is queued (the page cache holds it: the kernel maps it on first
 // touch once the range is unregistered) and never fails.
-TEST(PageStates, TheMapperMapsPushedPagesAndStopsCleanly) {
-  SharedRam ram(kRam);
-  std::string why;
-  auto uffd = minor_uffd_or_skip(ram, why);
-  if (!uffd) GTEST_SKIP() << why;
-  auto src = numbered_ram(kRam);
-  PageStates pages(ram.primary, ram.alias, nullptr, kRam, kPage);
-  pages.begin_postcopy(uffd.get(), nullptr);
+TEST_F(MappedPageStates, TheMapperMapsPushedPagesAndStopsCleanly) {
   std::atomic<int> errors{0};
   pages.start_mapper([&](const std::string&) { errors++; });
-  ChannelPair link;
 
   send_pages(*link.a, src.data(), kPage, 8, 4, kPagesLastOfPage);
   ASSERT_EQ(receive_pages(*link.b, pages, true), 4u);
   bool all = false;
   for (int i = 0; i < 200 && !all; i++) {  // the mapper's queue: at most 2 s
-    all = mapped(ram.primary + 8 * kPage) && mapped(ram.primary + 11 * kPage);
+    all = mapped_page(8) && mapped_page(11);
     if (!all) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   EXPECT_TRUE(all) << "the mapper did not map pushed pages 8..11 within 2 s";
   EXPECT_NO_THROW(pages.stop_mapper());
   EXPECT_EQ(errors.load(), 0);
-  uffd->unregister(ram.primary, ram.size);
 }
 
 }  // namespace
