@@ -144,9 +144,9 @@ uint64_t Source::send_stale(const vmm::Bitmap& final_dirty) {
     total += frame.ranges.size();
     frame.ranges.clear();
   };
-  vmm::Bitmap stale = final_dirty;
-  stale &= sent_;
-  for (uint64_t c = stale.find_next(0); c < stale.size(); c = stale.find_next(c + 1)) {
+  // In the downtime: walked in place, no copy of a bitmap as large as RAM.
+  for (uint64_t c = final_dirty.find_next(0); c < final_dirty.size(); c = final_dirty.find_next(c + 1)) {
+    if (!sent_.test(c)) continue;  // never sent: missing, not stale
     auto& r = frame.ranges;
     if (!r.empty() && r.back().first + r.back().count == c && r.back().count < UINT32_MAX) {
       r.back().count++;
