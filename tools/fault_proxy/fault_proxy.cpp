@@ -4,7 +4,8 @@
 // main connection, then its urgent one; a reconnection opens the next two).
 // A fault KIND@CONN:BYTES fires once connection CONN has carried BYTES
 // towards the destination (K, M, G suffixes), and hits every connection open
-// at that moment:
+// at that moment. CONN may name several, 1+2: whichever of them carries
+// BYTES first (for data that may take either of a migration's connections).
 //   reset      both ends get a TCP reset (SO_LINGER 0, then close)
 //   blackhole  nothing more is forwarded either way, and nothing is closed:
 //              a partition, as a peer sees it. Later connections pass, or,
@@ -17,6 +18,7 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -37,10 +39,11 @@ using asio::ip::tcp;
 
 struct Fault {
   enum Kind { Reset, Blackhole } kind;
-  unsigned conn;
+  std::vector<unsigned> conns;
   uint64_t bytes;
   double heal_s = 0;
   bool fired = false;
+  bool on(unsigned id) const { return std::find(conns.begin(), conns.end(), id) != conns.end(); }
 };
 
 using Clock = std::chrono::steady_clock;
@@ -71,7 +74,7 @@ void hard_reset(tcp::socket& s) {
 // Under g_mutex: fires the faults that `c` has reached.
 void check_faults(const Conn& c) {
   for (auto& f : g_faults) {
-    if (f.fired || f.conn != c.id || c.to_dst < f.bytes) continue;
+    if (f.fired || !f.on(c.id) || c.to_dst < f.bytes) continue;
     f.fired = true;
     if (f.kind == Fault::Blackhole && f.heal_s > 0)
       g_partition_until = Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(f.heal_s * 1000));
@@ -114,7 +117,7 @@ void pump(const std::shared_ptr<Conn>& c, bool towards_dst) {
       if (towards_dst) {
         std::lock_guard lock(g_mutex);
         for (const auto& f : g_faults)
-          if (!f.fired && f.conn == c->id && f.bytes >= c->to_dst) send = std::min<uint64_t>(send, f.bytes - c->to_dst);
+          if (!f.fired && f.on(c->id) && f.bytes >= c->to_dst) send = std::min<uint64_t>(send, f.bytes - c->to_dst);
       }
       asio::write(to, asio::buffer(buf.data() + off, send), ec);
       if (ec) break;
@@ -152,7 +155,12 @@ Fault parse_fault(const std::string& s) {
   if (kind == "reset") f.kind = Fault::Reset;
   else if (kind == "blackhole") f.kind = Fault::Blackhole;
   else throw std::runtime_error("fault kind '" + kind + "' is not reset or blackhole");
-  f.conn = static_cast<unsigned>(std::stoul(s.substr(at + 1, colon - at - 1)));
+  std::string conns = s.substr(at + 1, colon - at - 1);
+  for (size_t from = 0; from <= conns.size();) {
+    size_t plus = std::min(conns.find('+', from), conns.size());
+    f.conns.push_back(static_cast<unsigned>(std::stoul(conns.substr(from, plus - from))));
+    from = plus + 1;
+  }
   uint64_t mult = 1;
   char suffix = bytes.empty() ? 0 : bytes.back();
   if (suffix == 'K' || suffix == 'M' || suffix == 'G') {
@@ -175,7 +183,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> faults;
   app.add_option("--listen", listen, "HOST:PORT to accept on")->required();
   app.add_option("--to", to, "HOST:PORT to forward each connection to")->required();
-  app.add_option("--fault", faults, "KIND@CONN:BYTES, KIND reset or blackhole (repeatable)");
+  app.add_option("--fault", faults, "KIND@CONN:BYTES, KIND reset or blackhole, CONN a number or several as 1+2 (repeatable)");
   std::string record;
   app.add_option("--record", record, "Write every byte forwarded toward --to here (all connections, in order)");
   CLI11_PARSE(app, argc, argv);
