@@ -2,7 +2,11 @@
 // binds its options to a plain options struct.
 #pragma once
 
+#include <string>
+
 #include <CLI/CLI.hpp>
+
+#include "guest_memory.h"
 
 namespace vmm::cli {
 
@@ -49,6 +53,13 @@ inline void add_psk_option(CLI::App* cmd, std::string& path) {
                   "refused")
       ->check(CLI::ExistingFile);
 }
+
+// --memory, the same on `run` and `receive`: empty (not given) means gmem
+// where this KVM offers guest_memfd, shmem where it does not.
+void add_memory_option(CLI::App* cmd, std::string& memory, const char* what);
+// The backend --memory names; when it was not given, the default, with one
+// line saying which and, for shmem, what guest_memfd lacks here.
+Backend chosen_backend(const std::string& memory);
 
 void add_run_command(CLI::App& app);
 void add_caps_command(CLI::App& app);

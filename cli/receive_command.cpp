@@ -17,12 +17,13 @@ namespace {
 
 struct ReceiveOptions {
   std::string listen;
-  std::string memory = "gmem";
+  std::string memory;  // empty: gmem where this KVM offers it (chosen_backend)
   std::string gmem_bind = "fd";
   std::string uffd_mode = "minor";
   std::string report;
   std::string serial_log;
   double handshake_timeout = 30;
+  double accept_timeout = 0;  // 0: wait for a source for ever
   LinkTimeouts link;
   std::string psk_file;
   std::string max_mem_size;
@@ -31,11 +32,12 @@ struct ReceiveOptions {
 void run(const ReceiveOptions& o) {
   migration::DestinationOptions d;
   d.listen = o.listen;
-  d.backend = *parse_backend(o.memory);
+  d.backend = chosen_backend(o.memory);
   d.gmem_bind = o.gmem_bind == "hva" ? GmemBind::Hva : GmemBind::Fd;
   d.uffd_mode = o.uffd_mode == "missing" ? UffdMode::Missing : UffdMode::Minor;
   d.report_path = o.report;
   d.handshake_timeout = std::chrono::milliseconds(static_cast<int64_t>(o.handshake_timeout * 1000));
+  d.accept_timeout = std::chrono::milliseconds(static_cast<int64_t>(o.accept_timeout * 1000));
   d.serial_sink = make_serial_sink(o.serial_log).sink;
   d.link.link_timeout = std::chrono::milliseconds(static_cast<int64_t>(o.link.link_s * 1000));
   d.link.recovery_timeout = std::chrono::milliseconds(static_cast<int64_t>(o.link.recovery_s * 1000));
@@ -76,9 +78,7 @@ void add_receive_command(CLI::App& app) {
       "their handshake at once.\n"
       "Example: vmm receive --listen 127.0.0.1:4444 --memory hugetlb-1g --report report.json");
   cmd->add_option("--listen", opts->listen, "HOST:PORT to accept the source's two connections on")->required();
-  cmd->add_option("--memory", opts->memory, "Guest RAM backend on this host")
-      ->check(CLI::IsMember({"gmem", "shmem", "hugetlb-2m", "hugetlb-1g"}))
-      ->capture_default_str();
+  add_memory_option(cmd, opts->memory, "Guest RAM backend on this host");
   cmd->add_option("--gmem-bind", opts->gmem_bind,
                   "guest_memfd memslot binding for precopy (postcopy always binds by hva so faults reach userfaultfd)")
       ->check(CLI::IsMember({"fd", "hva"}))
@@ -92,6 +92,11 @@ void add_receive_command(CLI::App& app) {
   cmd->add_option("--handshake-timeout", opts->handshake_timeout,
                   "Seconds a connected source may stay silent during the handshake")
       ->check(CLI::Range(0.1, 3600.0))
+      ->capture_default_str();
+  cmd->add_option("--accept-timeout", opts->accept_timeout,
+                  "Seconds to wait for a source to connect and complete its handshake; past it `vmm receive` exits "
+                  "125 saying so (0: wait for ever, for a destination that serves)")
+      ->check(CLI::Range(0.0, 86400.0))
       ->capture_default_str();
   add_link_options(cmd, opts->link);
   add_psk_option(cmd, opts->psk_file);

@@ -27,7 +27,7 @@ namespace {
 struct RunOptions {
   std::string kernel;
   std::string cmdline = "workload=hello";
-  std::string memory = "gmem";
+  std::string memory;  // empty: gmem where this KVM offers it (chosen_backend)
   std::string gmem_bind = "fd";
   std::string mem_size;  // empty: 256 MiB rounded up to the backend's page size
   std::string serial_log;
@@ -66,7 +66,7 @@ MachineConfig make_config(const RunOptions& o) {
   MachineConfig c;
   c.kernel_path = o.kernel;
   c.cmdline = o.cmdline;
-  c.backend = *parse_backend(o.memory);
+  c.backend = chosen_backend(o.memory);
   c.gmem_bind = o.gmem_bind == "hva" ? GmemBind::Hva : GmemBind::Fd;
   c.vcpus = o.vcpus;
   uint64_t page = backend_page_size(c.backend);
@@ -286,9 +286,7 @@ void add_run_command(CLI::App& app) {
       "Example: vmm run --kernel build/guest/guest.elf --cmdline \"workload=touch size=64 seconds=2\" --memory shmem");
   cmd->add_option("--kernel", opts->kernel, "Guest ELF64 with a PVH entry note")->required()->check(CLI::ExistingFile);
   cmd->add_option("--cmdline", opts->cmdline, "Guest command line (PVH start info)")->capture_default_str();
-  cmd->add_option("--memory", opts->memory, "Guest RAM backend")
-      ->check(CLI::IsMember({"gmem", "shmem", "hugetlb-2m", "hugetlb-1g"}))
-      ->capture_default_str();
+  add_memory_option(cmd, opts->memory, "Guest RAM backend");
   cmd->add_option("--gmem-bind", opts->gmem_bind,
                   "How guest_memfd is given to KVM: fd = KVM_MEM_GUEST_MEMFD memslot, hva = memslot over its mmap")
       ->check(CLI::IsMember({"fd", "hva"}))

@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "error.h"
+#include "gmem_support.h"
 #include "guest_memory.h"
 #include "hugepages.h"
 #include "kvm.h"
@@ -65,6 +66,10 @@ json probe_gmem(const Vm& vm) {
   UniqueFd fd;
   int rc = vm.try_create_guest_memfd(2 << 20, GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED, fd);
   j["create_mmap_init_shared"] = errno_text(rc);
+  auto missing = guest_memfd_missing(vm);
+  j["usable"] = !missing.has_value();
+  if (missing) j["missing"] = *missing;
+  if (std::string hidden = gmem_hiding_setting(); !hidden.empty()) j["hidden_by"] = hidden;
   return j;
 }
 
@@ -144,8 +149,13 @@ json summarize(const json& caps) {
   json dests = json::array();
   for (const auto& [name, r] : caps["minor_registration"].items())
     if (r.value("minor", false) && r.value("continue_ioctl", false)) dests.push_back(name);
+  json precopy = json::array();
+  for (const auto& [name, p] : caps["hugepages"].items())
+    if (p.value("exists", false)) precopy.push_back(name);
+  precopy.insert(precopy.begin(), "shmem");
+  if (caps["guest_memfd"].value("usable", false)) precopy.insert(precopy.begin(), "gmem");
   return {{"postcopy_destination_backends", dests},
-          {"precopy_destination_backends", json::array({"gmem", "shmem", "hugetlb-2m", "hugetlb-1g"})},
+          {"precopy_destination_backends", precopy},
           {"dirty_log_on_gmem_fd_slot", caps["dirty_log"].value("gmem_fd_slot", "?") == "ok"}};
 }
 
@@ -165,13 +175,13 @@ nlohmann::ordered_json probe_capabilities() {
   Vm vm(*kvm);
   caps["kvm"] = probe_kvm(*kvm, vm);
   caps["guest_memfd"] = probe_gmem(vm);
-  bool gmem_ok = caps["guest_memfd"]["create_mmap_init_shared"] == "ok";
-  caps["dirty_log"] = gmem_ok ? probe_dirty_log(*kvm) : json{{"gmem_fd_slot", "no guest_memfd"}};
+  bool gmem_ok = caps["guest_memfd"]["usable"].get<bool>();
+  caps["dirty_log"] = gmem_ok ? probe_dirty_log(*kvm) : json{{"gmem_fd_slot", "no guest_memfd"}, {"gmem_hva_slot", "no guest_memfd"}};
   json reg = json::object();
   for (Backend b : {Backend::Gmem, Backend::Shmem, Backend::Hugetlb2M, Backend::Hugetlb1G}) {
     std::string name(backend_name(b));
     if (b == Backend::Gmem && !gmem_ok) {
-      reg[name] = {{"probed", false}, {"reason", "guest_memfd with MMAP|INIT_SHARED cannot be created here"}};
+      reg[name] = {{"probed", false}, {"reason", caps["guest_memfd"]["missing"]}};
       continue;
     }
     if (!caps["userfaultfd"]["available"]) {
@@ -183,6 +193,25 @@ nlohmann::ordered_json probe_capabilities() {
   caps["minor_registration"] = reg;
   caps["migration"] = summarize(caps);
   return caps;
+}
+
+std::optional<std::string> backend_unusable(const std::string& backend) {
+  auto b = parse_backend(backend);
+  if (!b) return fmt::format("{} is not a backend (gmem, shmem, hugetlb-2m or hugetlb-1g)", backend);
+  if (*b == Backend::Gmem) return guest_memfd_missing();
+  try {
+    KvmSystem kvm;
+    Vm vm(kvm);
+  } catch (const Error& e) {
+    return fmt::format("no usable KVM: {}", e.what());
+  }
+  if (*b == Backend::Hugetlb2M || *b == Backend::Hugetlb1G) {
+    HugepagePool pool = read_hugepage_pool(backend_page_size(*b));
+    if (!pool.exists)
+      return fmt::format("this kernel has no {} hugepages ({} is missing)", format_size(pool.page_size),
+                         hugepage_sysfs_dir(pool.page_size));
+  }
+  return std::nullopt;
 }
 
 }  // namespace vmm

@@ -40,6 +40,9 @@ std::string render_capabilities(const nlohmann::ordered_json& c) {
     out += fmt::format("guest_memfd: flags {:#x} (MMAP {}, INIT_SHARED {}), create with MMAP|INIT_SHARED: {}\n",
                        g.value("flags", 0), g.value("flag_mmap", false) ? "yes" : "no",
                        g.value("flag_init_shared", false) ? "yes" : "no", g.value("create_mmap_init_shared", "?"));
+    if (g.contains("hidden_by"))
+      out += fmt::format("  hidden by {}: this VMM answers as a KVM without it would\n", g["hidden_by"].get<std::string>());
+    if (g.contains("missing")) out += fmt::format("  not usable: {}\n", g["missing"].get<std::string>());
     const json& d = c["dirty_log"];
     out += fmt::format("dirty logging: on a KVM_MEM_GUEST_MEMFD slot: {}; on an hva slot over guest_memfd: {}\n",
                        d.value("gmem_fd_slot", "?"), d.value("gmem_hva_slot", "?"));

@@ -274,7 +274,7 @@ int Destination::run() {
                vmm::backend_name(options_.backend), options_.tls ? ", TLS 1.3 with the pre-shared key" : "");
   if (options_.tls) spdlog::info("receive: {}", ktls_probe());
   auto first = link_.accept_hello([this](const Hello& h) { return check_first_hello(h); }, options_.handshake_timeout,
-                                  std::chrono::milliseconds(0), "source");
+                                  options_.accept_timeout, "source");
   link_.set_main(std::move(first.channel));
   hello_ = first.hello;
   t_hello_ = last_progress_ = Clock::now();

@@ -36,6 +36,9 @@ struct DestinationOptions {
   // How long the source may take to speak during the handshake (the first
   // connection may come any time: `vmm receive` waits for a migration).
   std::chrono::milliseconds handshake_timeout{30000};
+  // How long to wait for that first connection's handshake to complete;
+  // 0: for ever (a destination that serves). Scripts and tests bound it.
+  std::chrono::milliseconds accept_timeout{0};
   vmm::Serial::LineSink serial_sink;
   LinkOptions link;
   // The key every connection must prove (nullptr: plaintext).

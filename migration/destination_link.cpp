@@ -168,8 +168,8 @@ Arrival DestinationLink::accept_hello(const std::function<std::string(const Hell
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
       if (left.count() <= 0) {
         end_all(pending);
-        throw ConnectionError(fmt::format("no {} connection completed its handshake within {} s", what,
-                                          deadline.count() / 1000));
+        throw ConnectionError(fmt::format("no {} connection completed its handshake within {:g} s", what,
+                                          static_cast<double>(deadline.count()) / 1000));
       }
       wait_ms = static_cast<int>(left.count());
     }

@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "error.h"
+#include "gmem_support.h"
 #include "kvm_uapi.h"
 
 namespace vmm {
@@ -65,7 +66,7 @@ KvmSystem::KvmSystem() {
 
 int KvmSystem::check_extension(long cap) const {
   long rc = ::ioctl(fd(), KVM_CHECK_EXTENSION, cap);
-  return rc < 0 ? 0 : static_cast<int>(rc);
+  return gmem_visible_cap(cap, rc < 0 ? 0 : static_cast<int>(rc));
 }
 
 size_t KvmSystem::vcpu_mmap_size() const {
@@ -99,13 +100,14 @@ Vm::Vm(const KvmSystem& kvm) : kvm_(&kvm) {
 
 int Vm::check_extension(long cap) const {
   long rc = ::ioctl(fd(), KVM_CHECK_EXTENSION, cap);
-  return rc < 0 ? 0 : static_cast<int>(rc);
+  return gmem_visible_cap(cap, rc < 0 ? 0 : static_cast<int>(rc));
 }
 
 int Vm::try_create_guest_memfd(uint64_t size, uint64_t flags, UniqueFd& out) const {
   kvm_create_guest_memfd req{};
   req.size = size;
   req.flags = flags;
+  if (int hidden = gmem_hidden_create_error(flags); hidden < 0) return hidden;
   int rc = raw_ioctl(fd(), KVM_CREATE_GUEST_MEMFD, &req);
   if (rc >= 0) out.reset(rc);
   return rc < 0 ? rc : 0;
@@ -114,10 +116,10 @@ int Vm::try_create_guest_memfd(uint64_t size, uint64_t flags, UniqueFd& out) con
 UniqueFd Vm::create_guest_memfd(uint64_t size, uint64_t flags) const {
   UniqueFd out;
   if (int rc = try_create_guest_memfd(size, flags, out); rc < 0) {
-    errno = -rc;
-    throw_errno(fmt::format("KVM_CREATE_GUEST_MEMFD(size={:#x}, flags={:#x})", size, flags),
-                "guest_memfd with MMAP|INIT_SHARED needs Linux >= 6.18 (KVM_CAP_GUEST_MEMFD_FLAGS); "
-                "`vmm caps` shows what this host offers, or choose --memory shmem");
+    // Name the missing piece (the capability, or the flag) rather than the errno alone.
+    std::string why = guest_memfd_missing(*this).value_or("the size may exceed what the host can give");
+    throw Error(fmt::format("KVM_CREATE_GUEST_MEMFD(size={:#x}, flags={:#x})", size, flags), -rc,
+                why + "; `vmm caps` shows what this host offers, or choose --memory shmem");
   }
   return out;
 }

@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include "error.h"
+#include "gmem_support.h"
 #include "hugepages.h"
 #include "kvm.h"
 #include "kvm_uapi.h"
@@ -43,8 +44,7 @@ TEST(GuestMemory, GuestMemfdAliasSeesTheSameBytes) {
   if (!have_kvm()) GTEST_SKIP() << "no usable /dev/kvm: guest_memfd needs a VM";
   vmm::KvmSystem kvm;
   vmm::Vm vm(kvm);
-  if (vm.check_extension(KVM_CAP_GUEST_MEMFD_FLAGS) == 0)
-    GTEST_SKIP() << "kernel lacks KVM_CAP_GUEST_MEMFD_FLAGS (mmap-able guest_memfd)";
+  if (auto why = vmm::guest_memfd_missing(vm)) GTEST_SKIP() << *why;
   GuestMemory mem = GuestMemory::create(Backend::Gmem, 4 << 20, &vm);
   expect_alias_shares_pages(mem);
 }
@@ -61,8 +61,7 @@ TEST(GuestMemory, GmemPopulateFillsEveryPageWithZeros) {
   if (!have_kvm()) GTEST_SKIP() << "no usable /dev/kvm: guest_memfd needs a VM";
   vmm::KvmSystem kvm;
   vmm::Vm vm(kvm);
-  if (vm.check_extension(KVM_CAP_GUEST_MEMFD_FLAGS) == 0)
-    GTEST_SKIP() << "kernel lacks KVM_CAP_GUEST_MEMFD_FLAGS (mmap-able guest_memfd)";
+  if (auto why = vmm::guest_memfd_missing(vm)) GTEST_SKIP() << *why;
   GuestMemory mem = GuestMemory::create(Backend::Gmem, 2 << 20, &vm);
   mem.populate();
   EXPECT_EQ(mem.allocated_chunks().count(), mem.size() / 4096) << "every guest_memfd page must be in the page cache";
@@ -74,8 +73,7 @@ TEST(GuestMemory, AllocatedChunksFindsExactlyTheWrittenGmemPages) {
   if (!have_kvm()) GTEST_SKIP() << "no usable /dev/kvm: guest_memfd needs a VM";
   vmm::KvmSystem kvm;
   vmm::Vm vm(kvm);
-  if (vm.check_extension(KVM_CAP_GUEST_MEMFD_FLAGS) == 0)
-    GTEST_SKIP() << "kernel lacks KVM_CAP_GUEST_MEMFD_FLAGS (mmap-able guest_memfd)";
+  if (auto why = vmm::guest_memfd_missing(vm)) GTEST_SKIP() << *why;
   // Sparse, dense and mixed stretches, so that whole ranges and single pages are both settled.
   GuestMemory mem = GuestMemory::create(Backend::Gmem, 64 << 20, &vm);
   std::vector<uint64_t> written = {0, 1, 2, 511, 512, 4095, 8191, 16383};
@@ -106,8 +104,7 @@ TEST(GuestMemory, MapForReadingMapsExactlyTheAllocatedChunks) {
   if (!have_kvm()) GTEST_SKIP() << "no usable /dev/kvm: guest_memfd needs a VM";
   vmm::KvmSystem kvm;
   vmm::Vm vm(kvm);
-  if (vm.check_extension(KVM_CAP_GUEST_MEMFD_FLAGS) == 0)
-    GTEST_SKIP() << "kernel lacks KVM_CAP_GUEST_MEMFD_FLAGS (mmap-able guest_memfd)";
+  if (auto why = vmm::guest_memfd_missing(vm)) GTEST_SKIP() << *why;
   GuestMemory mem = GuestMemory::create(Backend::Gmem, 8 << 20, &vm);
   vmm::Mapping alias = mem.map_alias();
   std::vector<uint64_t> written = {0, 1, 63, 64, 65, 700, 2047};
