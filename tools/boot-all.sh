@@ -12,7 +12,7 @@ while [ $# -gt 0 ]; do
     --size) SIZE=$2; shift 2 ;;
     --seconds) SECONDS_TOUCH=$2; shift 2 ;;
     -h|--help) sed -n '2,4p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "demo: unknown argument '$1'" >&2; exit 2 ;;
+    *) echo "boot-all: unknown argument '$1'" >&2; exit 2 ;;
   esac
 done
 
@@ -43,8 +43,12 @@ run_one() {
   summary+=("$(printf '%-22s exit=%-3s %-22s fill=%-7s %s' "$label" "$rc" "${verify:-no verdict}" "${fill:--}" "${touches:-}")")
 }
 
-run_one "gmem (fd memslot)" --memory gmem --gmem-bind fd
-run_one "gmem (hva memslot)" --memory gmem --gmem-bind hva
+if why=$(build/vmm caps --check gmem); then
+  run_one "gmem (fd memslot)" --memory gmem --gmem-bind fd
+  run_one "gmem (hva memslot)" --memory gmem --gmem-bind hva
+else
+  summary+=("$(printf '%-22s skipped: %s' gmem "${why#gmem: not usable here: }")")
+fi
 run_one "shmem" --memory shmem
 run_one "hugetlb-2m" --memory hugetlb-2m --mem-size "$((mib2 + 16))M"
 run_one "hugetlb-1g" --memory hugetlb-1g

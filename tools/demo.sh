@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Quick start: install what is needed, build, show what this host can do, then
-# boot the touch guest on guest_memfd and migrate it with postcopy over
-# loopback to destinations on hugetlb 1 GiB, hugetlb 2 MiB and shmem,
+# boot the touch guest on guest_memfd (on shmem where this KVM has none, saying
+# why) and migrate it with postcopy over loopback to destinations on hugetlb
+# 1 GiB, hugetlb 2 MiB and shmem (each hugetlb one skipped, saying why, where
+# its pages cannot be reserved),
 # and print the fault-latency summary next to this host's floors (4 KiB TCP
 # round trip, local userfaultfd MINOR round trip) measured in the same run.
 #   tools/demo.sh [--size MIB] [--seconds S] [--mode postcopy|hybrid]
@@ -16,7 +18,7 @@ while [ $# -gt 0 ]; do
     --size) SIZE=$2; shift 2 ;;
     --seconds) SECS=$2; shift 2 ;;
     --mode) MODE=$2; shift 2 ;;
-    -h|--help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "demo: unknown argument '$1'" >&2; exit 2 ;;
   esac
 done
@@ -27,6 +29,17 @@ cmake --build build -j"$(nproc)" >/dev/null
 OUT=$(mktemp -d /tmp/vmm-demo.XXXXXX)
 echo "== build/vmm caps"
 build/vmm caps
+if ! why=$(build/vmm caps --check shmem); then
+  echo "demo: nothing can boot on this host: ${why#shmem: not usable here: }" >&2
+  exit 1
+fi
+# The source runs on guest_memfd where this KVM offers it, else on shmem.
+if why=$(build/vmm caps --check gmem); then
+  SRC=gmem
+else
+  SRC=shmem
+  echo "demo: the source runs on shmem: ${why#gmem: not usable here: }"
+fi
 
 reserved=()
 cleanup() {
@@ -34,8 +47,14 @@ cleanup() {
   jobs -p | xargs -r kill 2>/dev/null || true
 }
 trap cleanup EXIT
-for r in "1g 1" "2m 160"; do
-  if tools/hugepages.sh reserve $r >/dev/null; then reserved+=("$r"); fi
+declare -A skipped
+for r in "hugetlb-1g 1g 1" "hugetlb-2m 2m 160"; do
+  set -- $r
+  if why=$(tools/hugepages.sh reserve "$2" "$3" 2>&1 >/dev/null); then
+    reserved+=("$2 $3")
+  else
+    skipped[$1]="${why#hugepages: }"
+  fi
 done
 
 echo "== baselines on this host (build/bench/baselines)"
@@ -44,15 +63,23 @@ build/bench/baselines --benchmark_format=json --benchmark_out="$OUT/baselines.js
 
 PORT=$((20000 + RANDOM % 20000))
 migrate() {  # migrate DST_MEMORY MEM_SIZE
-  local dst=$1 mem=$2 port=$((PORT++))
-  echo "== vmm receive --memory $dst   <-   vmm run --memory gmem --mode $MODE (guest: touch size=$SIZE seconds=$SECS)"
-  build/vmm receive --listen 127.0.0.1:$port --memory "$dst" --report "$OUT/$dst.json" \
+  local dst=$1 mem=$2 port=$((PORT++)) src_rc=0 bind=()
+  # KVM refuses dirty logging on a KVM_MEM_GUEST_MEMFD memslot: hybrid binds guest_memfd by hva.
+  [ "$SRC" != gmem ] || [ "$MODE" = postcopy ] || bind=(--gmem-bind hva)
+  if [ -n "${skipped[$dst]:-}" ]; then
+    echo "== $dst destination skipped: ${skipped[$dst]}" | tee "$OUT/$dst.skipped"
+    return
+  fi
+  echo "== vmm receive --memory $dst   <-   vmm run --memory $SRC --mode $MODE (guest: touch size=$SIZE seconds=$SECS)"
+  build/vmm receive --listen 127.0.0.1:$port --memory "$dst" --report "$OUT/$dst.json" --accept-timeout 30 \
     >"$OUT/$dst.guest" 2>"$OUT/$dst.log" &
   local d=$!
-  sleep 0.3
+  for _ in $(seq 400); do grep -q listening "$OUT/$dst.log" 2>/dev/null && break; sleep 0.025; done
   build/vmm run --kernel build/guest/guest.elf --cmdline "workload=touch size=$SIZE seconds=$SECS" \
-    --memory gmem --mem-size "$mem" --mode "$MODE" --migrate-to 127.0.0.1:$port --migrate-after 1.5 \
-    >"$OUT/$dst.src.guest" 2>"$OUT/$dst.src.log" || true
+    --memory "$SRC" --mem-size "$mem" --mode "$MODE" --migrate-to 127.0.0.1:$port --migrate-after 1.5 "${bind[@]}" \
+    >"$OUT/$dst.src.guest" 2>"$OUT/$dst.src.log" || src_rc=$?
+  # A source that failed leaves its destination nothing to wait for.
+  [ $src_rc -eq 0 ] || kill $d 2>/dev/null || true
   wait $d || true
   grep -hE "migrate:|switchover|error" "$OUT/$dst.src.log" || true
   sed -n '/=== postcopy summary/,/total/p' "$OUT/$dst.log"
@@ -83,9 +110,14 @@ print("  %-11s %-8s %7s %9s %9s %9s %11s %10s  %s" % ("destination", "page", "fa
       "max us", "blocked ms", "downtime", "guest"))
 for dst in ("hugetlb-1g", "hugetlb-2m", "shmem"):
     path = os.path.join(out, dst + ".json")
+    if os.path.exists(os.path.join(out, dst + ".skipped")):
+        print("  %-11s skipped: %s" % (dst, open(os.path.join(out, dst + ".skipped")).read().split(": ", 1)[1].strip()))
+        continue
     verdict = "VERIFY OK" if "VERIFY OK" in open(os.path.join(out, dst + ".guest")).read() else "no VERIFY OK"
     if not os.path.exists(path):
-        print("  %-11s migration did not complete (see %s.log)" % (dst, dst)); continue
+        why = [l.split("error] ", 1)[1] for l in open(os.path.join(out, dst + ".log")) if "error] " in l]
+        print("  %-11s migration did not complete: %s" % (dst, why[-1].strip() if why else "see %s.log" % dst))
+        continue
     r = json.load(open(path))
     page = {4096: "4 KiB", 2 << 20: "2 MiB", 1 << 30: "1 GiB"}.get(r["page_size"], str(r["page_size"]))
     l = r["latency_us"]

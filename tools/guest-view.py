@@ -2,7 +2,8 @@
 """The guest's view of postcopy, ours beside QEMU's, judged against control runs.
 
 Each round, interleaved: our VMM running the touch guest without migrating
-(control), our VMM migrating it (guest_memfd source -> shmem destination,
+(control), our VMM migrating it (guest_memfd source, or shmem where this
+KVM has no guest_memfd -> shmem destination,
 postcopy from the start, loopback), and for each QEMU asked for
 (tools/qemu-postcopy.py: 11.1 from tools/qemu-peer.sh, 7.2 from Debian) its
 control and its postcopy migration with postcopy-preempt on memfd. Every
@@ -44,12 +45,15 @@ GUEST = os.path.join(ROOT, "build/guest/guest.elf")
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 _peer = __import__("qemu-postcopy")  # the same parsing of the guest's record, the same port picking
 slow_summary, free_port, exit_cost = _peer.slow_summary, _peer.free_port, _peer.exit_cost
+import vmm_host  # noqa: E402  (the source's backend; destinations that end with their source)
 
 
 def ours(args, out, name, migrate):
     cmdline = "workload=touch size=%d seconds=%d record_us=32 share=%s" % (args.size, args.seconds, args.share)
-    run = [VMM, "run", "--kernel", GUEST, "--cmdline", cmdline, "--memory", "gmem", "--mem-size", "%dM" % args.mem,
-           "--gmem-bind", "hva", "--vcpus", str(args.vcpus)]
+    run = [VMM, "run", "--kernel", GUEST, "--cmdline", cmdline, "--memory", args.src_memory, "--mem-size",
+           "%dM" % args.mem, "--vcpus", str(args.vcpus)]
+    if args.src_memory == "gmem":  # the same memslot in the control run and the migration
+        run += ["--gmem-bind", "hva"]
     report = os.path.join(out, name + ".report.json")
     serial = os.path.join(out, name + ".serial")
     if not migrate:
@@ -59,7 +63,8 @@ def ours(args, out, name, migrate):
     port = free_port()
     log = os.path.join(out, name + ".dst.log")
     d = subprocess.Popen([VMM, "receive", "--listen", "127.0.0.1:%d" % port, "--memory", args.backend, "--report", report,
-                          "--serial-log", serial], stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+                          "--serial-log", serial] + vmm_host.ACCEPT_TIMEOUT, stdout=subprocess.DEVNULL,
+                         stderr=open(log, "w"))
     # Wait for its listening line: a probe connection would be taken for the source.
     deadline = time.time() + 10
     while time.time() < deadline and "listening" not in open(log).read():
@@ -68,7 +73,7 @@ def ours(args, out, name, migrate):
                               str(args.delay), "--migrate-after-line", "touch: filled", "--serial-log",
                               os.path.join(out, name + ".src.serial")],
                        capture_output=True, text=True, timeout=args.seconds + 120)
-    d.wait(timeout=args.seconds + 120)
+    vmm_host.end_destination(d, r.returncode, args.seconds + 120)
     text = open(serial, errors="replace").read()
     rep = json.load(open(report)) if os.path.exists(report) else {}
     return {"rc": r.returncode, "dst_rc": d.returncode, "serial": text, "report": rep}
@@ -130,6 +135,8 @@ def add_round_args(ap, mem_default, mem_help):
     ap.add_argument("--seconds", type=int, default=6)
     ap.add_argument("--mem", type=int, default=mem_default, help=mem_help)
     ap.add_argument("--delay", type=float, default=0.5, help="seconds after 'touch: filled' to migrate")
+    ap.add_argument("--src-memory", choices=["gmem", "shmem"], default=None,
+                    help="our source's RAM (default gmem, or shmem where this KVM has no guest_memfd)")
 
 
 def main():
@@ -143,6 +150,7 @@ def main():
     ap.add_argument("--out", default=os.path.join(ROOT, "lab-results/guest-view-" + time.strftime("%Y%m%d-%H%M%S")))
     args = ap.parse_args()
     args.mem = args.mem or (1024 if args.backend == "hugetlb-1g" else 512)
+    args.src_memory = args.src_memory or vmm_host.source_backend(VMM, "guest-view")
     qemus = [q for q in args.qemu.split(",") if q]
     for q in qemus:
         if q not in ("11.1", "7.2"):
@@ -219,9 +227,10 @@ def rounds(args, qemus, first_round=0):
 
 
 def print_results(args, qemus, fig, waterfalls, fl):
-    print("\nguest-view: touch %d MiB of %d MiB, %d s, %d vCPU%s%s; ours gmem -> %s, QEMU %s; migration %.1f s after "
+    print("\nguest-view: touch %d MiB of %d MiB, %d s, %d vCPU%s%s; ours %s -> %s, QEMU %s; migration %.1f s after "
           "'touch: filled'; %d rounds; %s" % (args.size, args.mem, args.seconds, args.vcpus, "s" if args.vcpus > 1 else "",
-                                               " share=" + args.share if args.vcpus > 1 else "", args.backend,
+                                               " share=" + args.share if args.vcpus > 1 else "", args.src_memory,
+                                               args.backend,
                                                "memfd" + ("-hugetlb-" + HUGETLB[args.backend] if args.backend in HUGETLB else ""),
                                                args.delay, args.runs, args.out))
     print("%-16s %-26s %-24s %-22s %-22s %s" % ("run", "stall - control ms", "slowest touch us", "reported downtime ms",

@@ -46,6 +46,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VMM = os.path.join(ROOT, "build/vmm")
 GUEST = os.path.join(ROOT, "build/guest/guest.elf")
 HUGEPAGES = os.path.join(ROOT, "tools/hugepages.sh")
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import vmm_host  # noqa: E402  (the source's backend; destinations that end with their source)
 
 # Targets from the lab's brief, as ratios to floors measured in the same run.
 P50_TARGET = 1.15  # x (TCP 4 KiB RTT + local uffd RTT), 4 KiB pages
@@ -181,7 +183,8 @@ def migrate(case, out, port, link):
     tls = ["--psk-file", lab_key(out)] if case.get("tls") else []
     report = os.path.join(out, name + ".report.json")
     listen, connect = link.serve(port)
-    d = subprocess.Popen(link.dst([VMM, "receive", "--listen", listen, "--memory", dst, "--report", report] + tls),
+    d = subprocess.Popen(link.dst([VMM, "receive", "--listen", listen, "--memory", dst, "--report", report] + tls
+                                  + vmm_host.ACCEPT_TIMEOUT),
                          cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     time.sleep(0.3)
     src_args = [VMM, "run", "--kernel", GUEST, "--cmdline", "workload=touch size=%d seconds=%d" % (size, seconds),
@@ -190,6 +193,8 @@ def migrate(case, out, port, link):
     if src == "gmem" and mode != "postcopy":
         src_args += ["--gmem-bind", "hva"]
     s = subprocess.run(link.src(src_args), cwd=ROOT, text=True, capture_output=True, timeout=300)
+    if s.returncode != 0:  # a source that failed leaves its destination nothing to wait for
+        d.terminate()
     dout, derr = d.communicate(timeout=300)
     run = {"name": name, "case": case, "link": link.spec, "src_rc": s.returncode, "dst_rc": d.returncode,
            "verify_ok": "VERIFY OK" in dout, "guest_hist_us": guest_hist(dout)}
@@ -486,13 +491,15 @@ def main():
     ap.add_argument("--size-curve-runs", type=int, default=1,
                     help="rounds of tools/size-curve.py (512 MiB to 8 GiB, shmem destination) after the matrix; "
                          "0: none; not with --quick")
-    ap.add_argument("--sources", default="gmem", help="comma list of source backends: gmem, shmem (default gmem)")
+    ap.add_argument("--sources", default=None,
+                    help="comma list of source backends: gmem, shmem (default gmem, or shmem where this KVM has no "
+                         "guest_memfd)")
     ap.add_argument("--sizes", default=None, help="comma list of MiB the touch guest writes (default 64; 16 quick)")
     ap.add_argument("--links", default=None,
                     help="comma list of loopback or veth[:rate=MBIT][:rtt=MS][:prio=off] (default: loopback, and for the full "
                          "matrix also veth:rate=1000:rtt=2)")
     args = ap.parse_args()
-    for src in args.sources.split(","):
+    for src in (args.sources or "gmem").split(","):
         if src not in ("gmem", "shmem"):  # the lab reserves hugepages for destinations only
             raise SystemExit("lab: a source backend is gmem or shmem, not %r" % src)
     links = (args.links or ("loopback" if args.quick else "loopback,veth:rate=1000:rtt=2")).split(",")
@@ -504,6 +511,7 @@ def main():
     if sh(["cmake", "--build", "build", "-j2"]).returncode:
         sh(["cmake", "-S", ".", "-B", "build", "-DVMM_BENCHMARKS=ON"])
         sh(["cmake", "--build", "build", "-j2"], check=True)
+    args.sources = args.sources or vmm_host.source_backend(VMM, "lab")
     size, seconds = (16, 4) if args.quick else (64, 6)
     sizes = [int(x) for x in args.sizes.split(",")] if args.sizes else [size]
     dsts = ["shmem"] if args.quick else ["shmem", "hugetlb-2m", "hugetlb-1g"]
@@ -511,7 +519,8 @@ def main():
     matrix = [{"src": src, "dst": d, "mode": m, "size": sz, "seconds": seconds}
               for src in args.sources.split(",") for sz in sizes for d in dsts for m in modes]
     if not args.quick:  # a 1 GiB page that is mostly zero: the guest writes 1 MiB of it
-        matrix.append({"src": "gmem", "dst": "hugetlb-1g", "mode": "postcopy", "size": 1, "seconds": 4})
+        matrix.append({"src": args.sources.split(",")[0], "dst": "hugetlb-1g", "mode": "postcopy", "size": 1,
+                       "seconds": 4})
     # TLS beside plaintext: the 4 KiB postcopy case (and, in the full matrix,
     # the 1 GiB one), each right after its plaintext twin.
     with_tls = []

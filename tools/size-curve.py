@@ -3,7 +3,8 @@
 
 For each guest size (default 512 MiB, 1, 4, 8 GiB), in interleaved rounds, the
 touch guest (the same --working-set at every size, default 256 MiB, written
-at random and verified page by page) migrates over loopback from guest_memfd to
+at random and verified page by page) migrates over loopback from guest_memfd (or
+shmem where this KVM has none, saying why) to
 each --dsts backend with each --modes mode, `vmm receive --report`. Per run it
 records downtime (source stop -> state sent, plus destination state -> vCPU
 running, and its parts), the push rate, 4 KiB fault p50/p99, and both VMMs'
@@ -37,6 +38,7 @@ GUEST = os.path.join(ROOT, "build/guest/guest.elf")
 HUGEPAGES = os.path.join(ROOT, "tools/hugepages.sh")
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 free_port = __import__("qemu-postcopy").free_port
+import vmm_host  # noqa: E402  (the source's backend; destinations that end with their source)
 
 UNITS = {"M": 1 << 20, "G": 1 << 30}
 
@@ -80,7 +82,7 @@ class PeakRss:
         return self.peak
 
 
-def one(out, size, dst, mode, rnd, working):
+def one(out, size, dst, mode, rnd, working, src):
     name = "%s-%s-%dM-r%d" % (dst, mode, size >> 20, rnd)
     # Long enough to outlast the destination's handshake, which populates all
     # of guest RAM first (MINOR mode): 8 GiB of hugetlb 2 MiB pages took 40 s
@@ -90,7 +92,8 @@ def one(out, size, dst, mode, rnd, working):
     port = free_port()
     rss = PeakRss()
     dlog = open(os.path.join(out, name + ".dst.log"), "w")
-    d = subprocess.Popen([VMM, "receive", "--listen", "127.0.0.1:%d" % port, "--memory", dst, "--report", report],
+    d = subprocess.Popen([VMM, "receive", "--listen", "127.0.0.1:%d" % port, "--memory", dst, "--report", report]
+                         + vmm_host.ACCEPT_TIMEOUT,
                          stdout=dlog, stderr=subprocess.STDOUT, text=True)
     rss.watch("dst", d.pid)
     for _ in range(200):  # its listening line, not a probe connection
@@ -98,15 +101,15 @@ def one(out, size, dst, mode, rnd, working):
         if "listening" in open(dlog.name).read():
             break
     src_args = [VMM, "run", "--kernel", GUEST, "--cmdline", "workload=touch size=%d seconds=%d" % (working, seconds),
-                "--memory", "gmem", "--mem-size", "%dM" % (size >> 20), "--mode", mode, "--migrate-to",
+                "--memory", src, "--mem-size", "%dM" % (size >> 20), "--mode", mode, "--migrate-to",
                 "127.0.0.1:%d" % port, "--migrate-after", "1", "--migrate-after-line", "touch: filled"]
-    if mode != "postcopy":
+    if mode != "postcopy" and src == "gmem":  # dirty logging needs guest_memfd bound by hva
         src_args += ["--gmem-bind", "hva"]
     slog = open(os.path.join(out, name + ".src.log"), "w")
     s = subprocess.Popen(src_args, stdout=slog, stderr=subprocess.STDOUT, text=True)
     rss.watch("src", s.pid)
     s.wait(timeout=600)
-    d.wait(timeout=600)
+    vmm_host.end_destination(d, s.returncode, 600)
     peak = rss.done()
     run = {"name": name, "size": size, "dst": dst, "mode": mode, "round": rnd, "src_rc": s.returncode,
            "dst_rc": d.returncode, "verify_ok": "VERIFY OK" in open(dlog.name).read(),
@@ -153,6 +156,7 @@ def main():
         if d not in ("shmem", "hugetlb-2m", "hugetlb-1g"):
             raise SystemExit("size-curve: a destination is shmem, hugetlb-2m or hugetlb-1g, not %r" % d)
     os.makedirs(args.out, exist_ok=True)
+    src = vmm_host.source_backend(VMM, "size-curve")
     reserved = []
     try:
         for d, unit, arg in (("hugetlb-2m", 2 << 20, "2m"), ("hugetlb-1g", 1 << 30, "1g")):
@@ -169,7 +173,7 @@ def main():
             for size in sizes:
                 for d in dsts:
                     for mode in modes:
-                        runs.append(one(args.out, size, d, mode, rnd, args.working_set))
+                        runs.append(one(args.out, size, d, mode, rnd, args.working_set, src))
         print(table(runs, sizes, dsts, modes))
         open(os.path.join(args.out, "size-curve.md"), "w").write(table(runs, sizes, dsts, modes) + "\n")
         return 0 if all(r["verify_ok"] for r in runs) else 1

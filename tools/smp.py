@@ -98,6 +98,7 @@ def main():
     gv.add_round_args(ap, 512, "guest RAM MiB")
     ap.add_argument("--out", default=os.path.join(ROOT, "lab-results/smp-" + time.strftime("%Y%m%d-%H%M%S")))
     args = ap.parse_args()
+    args.src_memory = args.src_memory or gv.vmm_host.source_backend(gv.VMM, "smp")
     qemus = [q for q in args.qemu.split(",") if q]
     if "11.1" in qemus and subprocess.run([os.path.join(ROOT, "tools/qemu-peer.sh"), "setup"]).returncode:
         raise SystemExit("smp: tools/qemu-peer.sh setup failed: no QEMU 11.1")
@@ -116,9 +117,9 @@ def main():
     vmms = ["ours"] + ["qemu%s" % q for q in qemus]
     results = {key: {vmm: summarize(fig, vmm) for vmm in vmms} for key, fig in figs.items()}
     json.dump({"figures": figs, "summary": results}, open(os.path.join(args.out, "smp.json"), "w"), indent=1)
-    text = ("touch %d MiB of %d MiB for %d s; ours gmem -> shmem, QEMU %s on memfd with postcopy-preempt; postcopy "
+    text = ("touch %d MiB of %d MiB for %d s; ours %s -> shmem, QEMU %s on memfd with postcopy-preempt; postcopy "
             "%.1f s after 'touch: filled'; %d rounds, medians; (Nx): against the same VMM with 1 vCPU\n\n%s\n"
-            % (args.size, args.mem, args.seconds, ",".join(qemus) or "not run", args.delay, args.runs,
+            % (args.size, args.mem, args.seconds, args.src_memory, ",".join(qemus) or "not run", args.delay, args.runs,
                table(results, vmms)))
     for key, r in results.items():
         for vmm in vmms:

@@ -12,13 +12,16 @@
 # Everything is torn down on exit or Ctrl-C: processes, namespaces (with the
 # veth pair and its qdiscs) and the hugepages it reserved.
 #
+# The source's RAM is guest_memfd where this KVM offers it, else shmem (it says
+# why); --src-memory chooses.
+#
 #   tools/two-hosts.sh [--src-memory gmem] [--dst-memory hugetlb-1g] [--mode postcopy]
 #                      [--mem-size 1G] [--size 64] [--seconds 6] [--rate MBIT] [--rtt MS]
 #                      [--prio on|off] [--report FILE.json]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SRC_MEM=gmem; DST_MEM=shmem; MODE=postcopy; MEM_SIZE=256M; SIZE=64; SECS=6
+SRC_MEM=; DST_MEM=shmem; MODE=postcopy; MEM_SIZE=256M; SIZE=64; SECS=6
 RATE=""; RTT=""; PRIO=on; REPORT=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -32,7 +35,7 @@ while [ $# -gt 0 ]; do
     --rtt) RTT=$2; shift 2 ;;
     --prio) PRIO=$2; shift 2 ;;
     --report) REPORT=$2; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "two-hosts: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -41,6 +44,18 @@ done
 VMM=build/vmm
 RELAY=build/tools/delay_relay/delay_relay
 [ -x "$VMM" ] && [ -x "$RELAY" ] || { cmake -S . -B build >/dev/null; cmake --build build -j"$(nproc)" >/dev/null; }
+
+if [ -z "$SRC_MEM" ]; then
+  if why=$("$VMM" caps --check gmem); then
+    SRC_MEM=gmem
+  else
+    SRC_MEM=shmem
+    echo "two-hosts: the source runs on shmem: ${why#gmem: not usable here: }"
+  fi
+fi
+bind=()
+# KVM refuses dirty logging on a KVM_MEM_GUEST_MEMFD memslot: hybrid binds guest_memfd by hva.
+[ "$SRC_MEM" != gmem ] || [ "$MODE" = postcopy ] || bind=(--gmem-bind hva)
 
 LINK=vmm-$$; PORT=4444; RELAY_PORT=5555
 OUT=$(mktemp -d /tmp/vmm-two-hosts.XXXXXX)
@@ -84,7 +99,7 @@ case "$DST_MEM" in
 esac
 if [ -n "$need" ] && tools/hugepages.sh reserve $need >/dev/null; then reserved+=("$need"); fi
 
-ip netns exec "$DST_NS" "$VMM" receive --listen "127.0.0.1:$PORT" --memory "$DST_MEM" --report "$REPORT" \
+ip netns exec "$DST_NS" "$VMM" receive --listen "127.0.0.1:$PORT" --memory "$DST_MEM" --report "$REPORT" --accept-timeout 30 \
   >"$OUT/destination.out" 2>"$OUT/destination.log" &
 dst_pid=$!; pids+=($dst_pid)
 target="$DST_IP:$RELAY_PORT"
@@ -101,7 +116,10 @@ echo "two-hosts: vmm run --memory $SRC_MEM --mem-size $MEM_SIZE --mode $MODE -> 
 src_rc=0
 ip netns exec "$SRC_NS" "$VMM" run --kernel build/guest/guest.elf \
   --cmdline "workload=touch size=$SIZE seconds=$SECS" --memory "$SRC_MEM" --mem-size "$MEM_SIZE" \
-  --mode "$MODE" --migrate-to "$target" --migrate-after 1.5 >"$OUT/source.out" 2>"$OUT/source.log" || src_rc=$?
+  --mode "$MODE" --migrate-to "$target" --migrate-after 1.5 "${bind[@]}" >"$OUT/source.out" 2>"$OUT/source.log" \
+  || src_rc=$?
+# A source that failed leaves its destination nothing to wait for.
+[ $src_rc -eq 0 ] || kill $dst_pid 2>/dev/null || true
 dst_rc=0
 wait $dst_pid || dst_rc=$?
 grep -hE "migrate:|switchover|error" "$OUT/source.log" || true
