@@ -13,6 +13,7 @@
 
 #include "conformance_rig.h"
 #include "error.h"
+#include "gmem_support.h"
 #include "kvm_uapi.h"
 
 namespace vmm {
@@ -232,11 +233,9 @@ json run_conformance(const ConformanceOptions& options) {
   KvmSystem kvm;
   {
     Vm vm(kvm);
-    int flags = vm.check_extension(KVM_CAP_GUEST_MEMFD_FLAGS);
-    uint64_t need = GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED;
-    if (!options.shmem_control && (static_cast<uint64_t>(flags) & need) != need) {
+    if (auto missing = options.shmem_control ? std::nullopt : guest_memfd_missing(vm)) {
       json j = check("mmap_guest_memfd", "KVM offers guest_memfd with GUEST_MEMFD_FLAG_MMAP | INIT_SHARED");
-      verdict(j, "unsupported", fmt::format("KVM_CAP_GUEST_MEMFD_FLAGS = {}: no mmap-able guest_memfd", flags));
+      verdict(j, "unsupported", *missing);
       checks.push_back(j);
     }
   }

@@ -15,9 +15,15 @@ rc=0
 rm -rf kernel-lab-runs
 ctest --output-on-failure "$@" || rc=$?
 
-# ctest hides why a test skipped; GoogleTest wrote it to the log. Show it.
+# ctest hides why a test skipped; GoogleTest wrote it to the log. Show it,
+# with the cases a passing test skipped ("[ SKIPPED  ] case: why") and the
+# notes tests print about this host ("[   NOTE   ] ...", each once).
+[ -z "${VMM_HIDE_GUEST_MEMFD:-}" ] || echo "test: run with VMM_HIDE_GUEST_MEMFD=$VMM_HIDE_GUEST_MEMFD (guest_memfd hidden)"
 awk '/^[0-9]+\/[0-9]+ Testing: / { name = $3 }
-     /: Skipped$/ { getline reason; print "SKIPPED " name ": " reason }' Testing/Temporary/LastTest.log || true
+     /: Skipped$/ { getline reason; print "SKIPPED " name ": " reason }
+     /^\[ SKIPPED  \] / { sub(/^\[ SKIPPED  \] /, ""); print "SKIPPED " name " (one case) " $0 }
+     /^\[   NOTE   \] / && !seen[$0]++ { sub(/^\[   NOTE   \] /, ""); print "NOTE " $0 }' \
+  Testing/Temporary/LastTest.log || true
 # The kernel-lab test's runs: what each lab kernel said, in full.
 for summary in kernel-lab-runs/*/summary.txt; do
   [ -f "$summary" ] || continue

@@ -51,6 +51,10 @@ TEST(TwoHosts, MigratesBetweenNamespacesAndCleansUp) {
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("VERIFY OK pages=2048"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("added delay: "), std::string::npos) << r.output;
+  if (!test::gmem_missing().empty()) {
+    EXPECT_NE(r.output.find("two-hosts: the source runs on shmem: " + test::gmem_missing()), std::string::npos)
+        << r.output;
+  }
   auto ns = run_command("ip netns list");
   EXPECT_EQ(ns.output.find("vmm-"), std::string::npos) << ns.output;
 }
@@ -72,13 +76,18 @@ TEST(Lab, QuickRunWritesTableAndPlots) {
   std::string out = ::testing::TempDir() + "lab";
   auto [r, md] = quick_lab("", out);
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(md.find("| gmem-to-shmem-postcopy-16M | 4 KiB |"), std::string::npos) << md;
+  std::string src = test::source_memory();
+  EXPECT_NE(md.find("| " + src + "-to-shmem-postcopy-16M | 4 KiB |"), std::string::npos) << md;
+  if (src == "shmem") {
+    EXPECT_NE(r.output.find("lab: the source runs on shmem: " + test::gmem_missing()), std::string::npos)
+        << r.output;
+  }
   EXPECT_NE(md.find("VERIFY OK"), std::string::npos) << md;
   EXPECT_NE(md.find("tcp_rtt_4k p50"), std::string::npos) << md;
   for (const char* png : {"cdf.png", "timeline.png", "histograms.png"})
     EXPECT_FALSE(slurp(out + "/" + png).empty()) << png << " was not drawn";
   // The TLS twin of the 4 KiB case, beside it.
-  EXPECT_NE(md.find("| gmem-to-shmem-postcopy-16M-tls | 4 KiB |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| " + src + "-to-shmem-postcopy-16M-tls | 4 KiB |"), std::string::npos) << md;
   EXPECT_NE(md.find("What TLS costs"), std::string::npos) << md;
 }
 
@@ -106,7 +115,9 @@ TEST(Lab, ShapedLinkMeasuresFloorsAcrossTheSameLink) {
   if (!test::have_program("gnuplot")) GTEST_SKIP() << "gnuplot is not installed (tools/install-deps.sh installs it)";
   auto [r, md] = quick_lab("--links veth:rate=2000:rtt=2", ::testing::TempDir() + "lab-veth");
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(md.find("| gmem-to-shmem-postcopy-16M-veth-rate2000-rtt2 | 4 KiB |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| " + test::source_memory() + "-to-shmem-postcopy-16M-veth-rate2000-rtt2 | 4 KiB |"),
+            std::string::npos)
+      << md;
   EXPECT_NE(md.find("VERIFY OK"), std::string::npos) << md;
   // The floors crossed the link: a 4 KiB round trip cannot beat its 2 ms RTT.
   auto at = md.find("veth:rate=2000:rtt=2: tcp_rtt_4k p50 ");
@@ -124,7 +135,7 @@ TEST(Lab, ShapedLinkMeasuresFloorsAcrossTheSameLink) {
 TEST(Lab, SmpComparesOneAndTwoVcpusBesideQemu) {
   if (!have_kvm()) GTEST_SKIP() << "no usable /dev/kvm on this host";
   bool qemu = test::have_program("qemu-system-x86_64");
-  if (!qemu) std::printf("[ NOTE     ] qemu-system-x86_64 is not installed: our rows only\n");
+  if (!qemu) std::printf("[   NOTE   ] qemu-system-x86_64 is not installed: Lab.SmpComparesOneAndTwoVcpusBesideQemu has our rows only\n");
   std::string out = ::testing::TempDir() + "smp";
   auto r = run_command(fmt::format("python3 {}/smp.py --runs 1 --qemu '{}' --size 16 --seconds 2 --mem 256 --out {} 2>&1",
                                    TOOLS_DIR, qemu ? "7.2" : "", out),

@@ -28,19 +28,21 @@ struct MigrationRun {
 
 // Starts `vmm receive` in the background, then, once it printed that it
 // listens, the source; waits for both.
+// `dst_env` goes before `vmm receive` alone (e.g. VMM_HIDE_GUEST_MEMFD=1).
 MigrationRun migrate(const std::string& src_args, const std::string& dst_args, const std::string& guest,
-                     const std::string& between = "") {
+                     const std::string& between = "", const std::string& dst_env = "") {
   std::string dir = ::testing::TempDir();
   uint16_t port = test::free_port();
   std::string script = fmt::format(
       "{wait_for}"
-      "{vmm} receive --listen 127.0.0.1:{port} {dst} --report {d}/report.json >{d}/dst.log 2>&1 & D=$!; "
+      "{dst_env} {vmm} receive --listen 127.0.0.1:{port} {dst} {accept} --report {d}/report.json >{d}/dst.log 2>&1 & D=$!; "
       "wait_for {d}/dst.log listening || echo 'no listening line from vmm receive'; "
       "{vmm} run --kernel {elf} --cmdline '{guest}' {src} --migrate-to 127.0.0.1:{port} >{d}/src.log 2>&1 & S=$!; "
-      "{between} "
-      "wait $S; echo SRC=$?; wait $D; echo DST=$?",
-      fmt::arg("vmm", VMM_BIN), fmt::arg("wait_for", test::kShellWaitFor), fmt::arg("port", port), fmt::arg("dst", dst_args), fmt::arg("d", dir),
-      fmt::arg("elf", GUEST_ELF), fmt::arg("guest", guest), fmt::arg("src", src_args), fmt::arg("between", between));
+      "{between}\n{reap}",
+      fmt::arg("vmm", VMM_BIN), fmt::arg("wait_for", test::kShellWaitFor), fmt::arg("port", port),
+      fmt::arg("dst", dst_args), fmt::arg("accept", test::kAcceptTimeout), fmt::arg("d", dir), fmt::arg("elf", GUEST_ELF),
+      fmt::arg("guest", guest), fmt::arg("src", test::on_this_host(src_args)), fmt::arg("between", between),
+      fmt::arg("reap", test::kShellReap), fmt::arg("dst_env", dst_env));
   std::string path = dir + "migrate.sh";
   std::ofstream(path) << script;
   auto r = run_command("sh " + path, 180);
@@ -94,11 +96,42 @@ void PrintTo(const Case& c, std::ostream* os) {
   *os << c.src << " -> " << c.dst << " " << c.mode << " uffd " << c.uffd << " vcpus " << c.vcpus << " " << c.share;
 }
 
+const Case kCases[] = {
+    Case{"gmem", "shmem", "postcopy"}, Case{"gmem", "shmem", "hybrid"},
+    Case{"gmem", "hugetlb-2m", "postcopy"}, Case{"gmem", "hugetlb-2m", "hybrid"},
+    Case{"gmem", "hugetlb-1g", "postcopy"}, Case{"gmem", "hugetlb-1g", "hybrid"},
+    Case{"shmem", "shmem", "postcopy"}, Case{"shmem", "shmem", "hybrid"},
+    Case{"shmem", "hugetlb-2m", "postcopy"}, Case{"shmem", "hugetlb-2m", "hybrid"},
+    Case{"shmem", "hugetlb-1g", "postcopy"}, Case{"shmem", "hugetlb-1g", "hybrid"},
+    // MISSING + UFFDIO_COPY: data staged, then copied in.
+    Case{"gmem", "shmem", "postcopy", "missing"}, Case{"gmem", "shmem", "hybrid", "missing"},
+    Case{"gmem", "hugetlb-2m", "postcopy", "missing"},
+    // Two vCPUs: each mode to each destination backend this kernel can host.
+    Case{"gmem", "shmem", "postcopy", "minor", 2, "shared"},
+    Case{"gmem", "shmem", "hybrid", "minor", 2, "disjoint"},
+    Case{"shmem", "hugetlb-2m", "postcopy", "minor", 2, "disjoint"},
+    Case{"shmem", "hugetlb-2m", "hybrid", "minor", 2, "shared"},
+    Case{"gmem", "hugetlb-1g", "postcopy", "minor", 2, "shared"},
+    Case{"shmem", "hugetlb-1g", "hybrid", "minor", 2, "disjoint"},
+};
+
+// Where guest_memfd is missing a gmem case runs from shmem; the one whose
+// shmem twin is in the matrix too would only run that twin again.
+bool has_shmem_twin(const Case& c) {
+  for (const Case& o : kCases)
+    if (std::string(o.src) == "shmem" && std::string(o.dst) == c.dst && std::string(o.mode) == c.mode &&
+        std::string(o.uffd) == c.uffd && o.vcpus == c.vcpus && std::string(o.share) == c.share)
+      return true;
+  return false;
+}
+
 class MigrationMatrix : public ::testing::TestWithParam<Case> {};
 
 TEST_P(MigrationMatrix, GuestVerifiesOnTheDestination) {
   if (!have_kvm()) GTEST_SKIP() << "no usable /dev/kvm on this host";
   const Case& c = GetParam();
+  if (std::string(c.src) == "gmem" && !test::gmem_missing().empty() && has_shmem_twin(c))
+    GTEST_SKIP() << test::gmem_missing() << "; its shmem twin runs this case from shmem";
   std::string dst(c.dst), mode(c.mode);
   bool one_gig = dst == "hugetlb-1g";
   std::unique_ptr<Hugepages> pages;
@@ -130,7 +163,7 @@ TEST_P(MigrationMatrix, GuestVerifiesOnTheDestination) {
   EXPECT_LE(m.report["all_vcpus_blocked_ms"].get<double>(), vcpu_min_ms + 1e-9) << m.report.dump(2);
   ASSERT_TRUE(m.report.is_object()) << "no --report written";
   EXPECT_EQ(m.report["dst_backend"], dst);
-  EXPECT_EQ(m.report["src_backend"], c.src);
+  EXPECT_EQ(m.report["src_backend"], std::string(c.src) == "gmem" ? test::source_memory() : c.src);
   EXPECT_EQ(m.report["page_size"], vmm_page_size(dst));
   const auto& down = m.report["downtime_breakdown_ms"];
   // The restore's parts are timed apart from the whole: together they cover
@@ -183,22 +216,7 @@ TEST_P(MigrationMatrix, GuestVerifiesOnTheDestination) {
 
 INSTANTIATE_TEST_SUITE_P(
     Loopback, MigrationMatrix,
-    ::testing::Values(Case{"gmem", "shmem", "postcopy"}, Case{"gmem", "shmem", "hybrid"},
-                      Case{"gmem", "hugetlb-2m", "postcopy"}, Case{"gmem", "hugetlb-2m", "hybrid"},
-                      Case{"gmem", "hugetlb-1g", "postcopy"}, Case{"gmem", "hugetlb-1g", "hybrid"},
-                      Case{"shmem", "shmem", "postcopy"}, Case{"shmem", "shmem", "hybrid"},
-                      Case{"shmem", "hugetlb-2m", "postcopy"}, Case{"shmem", "hugetlb-2m", "hybrid"},
-                      Case{"shmem", "hugetlb-1g", "postcopy"}, Case{"shmem", "hugetlb-1g", "hybrid"},
-                      // MISSING + UFFDIO_COPY: data staged, then copied in.
-                      Case{"gmem", "shmem", "postcopy", "missing"}, Case{"gmem", "shmem", "hybrid", "missing"},
-                      Case{"gmem", "hugetlb-2m", "postcopy", "missing"},
-                      // Two vCPUs: each mode to each destination backend this kernel can host.
-                      Case{"gmem", "shmem", "postcopy", "minor", 2, "shared"},
-                      Case{"gmem", "shmem", "hybrid", "minor", 2, "disjoint"},
-                      Case{"shmem", "hugetlb-2m", "postcopy", "minor", 2, "disjoint"},
-                      Case{"shmem", "hugetlb-2m", "hybrid", "minor", 2, "shared"},
-                      Case{"gmem", "hugetlb-1g", "postcopy", "minor", 2, "shared"},
-                      Case{"shmem", "hugetlb-1g", "hybrid", "minor", 2, "disjoint"}),
+    ::testing::ValuesIn(kCases),
     [](const ::testing::TestParamInfo<Case>& i) {
       std::string n = fmt::format("{}_to_{}_{}", i.param.src, i.param.dst, i.param.mode);
       if (std::string(i.param.uffd) != "minor") n += std::string("_") + i.param.uffd;
@@ -233,6 +251,7 @@ TEST(Migration, MigrateAfterLineThatNeverComesRunsTheGuestHere) {
 
 TEST(Migration, PrecopyToGuestMemfdWorks) {
   if (!have_kvm()) GTEST_SKIP() << "no usable /dev/kvm on this host";
+  if (!test::gmem_missing().empty()) GTEST_SKIP() << test::gmem_missing();
   MigrationRun m = migrate("--memory shmem --mem-size 64M --mode precopy --migrate-after 0.8 --precopy-rounds 3",
                            "--memory gmem", kGuest);
   ASSERT_EQ(m.src_rc, 0) << m.src;
@@ -246,6 +265,7 @@ TEST(Migration, PrecopyToGuestMemfdWorks) {
 // destination refuses in the handshake and the source's guest runs to its end.
 TEST(Migration, RefusedPostcopyToGuestMemfdLeavesTheSourceRunning) {
   if (!have_kvm()) GTEST_SKIP() << "no usable /dev/kvm on this host";
+  if (!test::gmem_missing().empty()) GTEST_SKIP() << test::gmem_missing();
   auto caps = run_command(fmt::format("{} caps --json 2>/dev/null", VMM_BIN));
   auto j = nlohmann::json::parse(caps.output, nullptr, false);
   if (j.is_discarded() || j["minor_registration"]["gmem"].value("minor", false))
@@ -258,8 +278,24 @@ TEST(Migration, RefusedPostcopyToGuestMemfdLeavesTheSourceRunning) {
   EXPECT_NE(m.src.find("VERIFY OK pages=2048"), std::string::npos) << m.src;
 }
 
+// A destination whose KVM has no guest_memfd (as VMM_HIDE_GUEST_MEMFD makes
+// it answer) cannot host --memory gmem: it refuses in the handshake, naming
+// the missing capability, and the source's guest runs to its end.
+TEST(Migration, DestinationWithoutGuestMemfdRefusesAndTheSourceRuns) {
+  if (!have_kvm()) GTEST_SKIP() << "no usable /dev/kvm on this host";
+  MigrationRun m = migrate("--memory shmem --mem-size 64M --mode postcopy --migrate-after 0.5", "--memory gmem", kGuest,
+                           "", "VMM_HIDE_GUEST_MEMFD=1");
+  EXPECT_EQ(m.dst_rc, 125) << m.dst;
+  EXPECT_NE(m.dst.find("this KVM has no guest_memfd (KVM_CAP_GUEST_MEMFD = 0"), std::string::npos) << m.dst;
+  EXPECT_NE(m.src.find("this KVM has no guest_memfd"), std::string::npos) << "the source is told why: " << m.src;
+  EXPECT_EQ(m.src_rc, 0) << m.src;
+  EXPECT_NE(m.src.find("the guest keeps running here"), std::string::npos) << m.src;
+  EXPECT_NE(m.src.find("VERIFY OK pages=2048"), std::string::npos) << m.src;
+}
+
 TEST(Migration, GuestMemfdBoundByFdRefusesHybridBeforeBooting) {
   if (!have_kvm()) GTEST_SKIP() << "no usable /dev/kvm on this host";
+  if (!test::gmem_missing().empty()) GTEST_SKIP() << test::gmem_missing();
   auto r = run_command(fmt::format("{} run --kernel {} --memory gmem --gmem-bind fd --mode hybrid "
                                    "--migrate-to 127.0.0.1:1",
                                    VMM_BIN, GUEST_ELF));
@@ -283,32 +319,37 @@ TEST(Migration, DestinationGoneBeforeSwitchoverLeavesTheSourceRunning) {
 
 namespace {
 
-// `vmm migrate` drives a running VMM through its --api-socket; an impossible
-// mode is refused without touching the guest, a possible one migrates it
-// (with the push cap passed through the API).
+// `vmm migrate` drives a running VMM through its --api-socket; a request
+// that cannot go through (hybrid from guest_memfd bound by fd; where guest_memfd
+// is missing, a destination nobody listens on) fails without taking the guest
+// away, a possible one migrates it (with the push cap passed through the API).
 TEST(Migration, ApiSocketMigratesARunningGuest) {
   if (!have_kvm()) GTEST_SKIP() << "no usable /dev/kvm on this host";
   std::string dir = ::testing::TempDir();
   std::string sock = dir + "vm.sock";
   uint16_t port = test::free_port();
+  bool gmem = test::gmem_missing().empty();
+  std::string refused = gmem ? fmt::format("--to 127.0.0.1:{} --mode hybrid", port) : "--to 127.0.0.1:1 --mode postcopy";
   std::string script = fmt::format(
       "{wait_for}"
-      "rm -f {sock}; {vmm} receive --listen 127.0.0.1:{port} --memory shmem >{d}/api-dst.log 2>&1 & D=$!; "
-      "{vmm} run --kernel {elf} --cmdline 'workload=touch size=8 seconds=3' --memory gmem --mem-size 64M "
+      "rm -f {sock}; {vmm} receive --listen 127.0.0.1:{port} --memory shmem {accept} >{d}/api-dst.log 2>&1 & D=$!; "
+      "{vmm} run --kernel {elf} --cmdline 'workload=touch size=8 seconds=3' {src} --mem-size 64M "
       "--api-socket {sock} >{d}/api-src.log 2>&1 & S=$!; "
       "wait_for {d}/api-dst.log listening; wait_for {d}/api-src.log 'api: listening'; echo MODE=$(stat -c %a {sock}); "
-      "{vmm} migrate --api-socket {sock} --to 127.0.0.1:{port} --mode hybrid; echo HYBRID=$?; "
+      "{vmm} migrate --api-socket {sock} {refused}; echo REFUSED=$?; "
       "{vmm} migrate --api-socket {sock} --to 127.0.0.1:{port} --mode postcopy --postcopy-push-rate 32; "
       "echo POSTCOPY=$?; "
-      "wait $S; echo SRC=$?; wait $D; echo DST=$?",
+      "{reap}",
       fmt::arg("wait_for", test::kShellWaitFor), fmt::arg("sock", sock), fmt::arg("vmm", VMM_BIN),
-      fmt::arg("port", port), fmt::arg("d", dir), fmt::arg("elf", GUEST_ELF));
+      fmt::arg("port", port), fmt::arg("d", dir), fmt::arg("elf", GUEST_ELF), fmt::arg("refused", refused),
+      fmt::arg("src", test::on_this_host("--memory gmem")), fmt::arg("accept", test::kAcceptTimeout),
+      fmt::arg("reap", test::kShellReap));
   std::ofstream(dir + "api.sh") << script;
   auto r = run_command("sh " + dir + "api.sh");
   std::string dst = slurp(dir + "api-dst.log");
   EXPECT_NE(r.output.find("MODE=600"), std::string::npos) << "the API socket is not owner-only: " << r.output;
-  EXPECT_NE(r.output.find("HYBRID=1"), std::string::npos) << r.output;
-  EXPECT_NE(r.output.find("--gmem-bind hva"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("REFUSED=1"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find(gmem ? "--gmem-bind hva" : "failed_before_switchover"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("POSTCOPY=0"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("\"result\": \"completed\""), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("SRC=0"), std::string::npos) << r.output << slurp(dir + "api-src.log");

@@ -12,6 +12,8 @@
 
 #include <fmt/format.h>
 
+#include "gmem_support.h"
+
 namespace test {
 
 ProcessResult run_command(const std::string& command, int timeout_seconds) {
@@ -52,5 +54,29 @@ uint16_t free_port() {
   ::close(fd);
   return ntohs(a.sin_port);
 }
+
+const std::string& gmem_missing() {
+  static const std::string why = vmm::guest_memfd_missing().value_or("");
+  return why;
+}
+
+std::string on_this_host(std::string args) {
+  if (gmem_missing().empty()) return args;
+  static bool said = false;
+  if (!said) {
+    std::printf("[   NOTE   ] guest_memfd is missing here, so sources run on shmem: %s\n", gmem_missing().c_str());
+    said = true;
+  }
+  auto erase_all = [&](const std::string& from, const std::string& to) {
+    for (size_t at = args.find(from); at != std::string::npos; at = args.find(from, at + to.size()))
+      args.replace(at, from.size(), to);
+  };
+  erase_all("--memory gmem", "--memory shmem");
+  erase_all("--gmem-bind hva", "");
+  erase_all("--gmem-bind fd", "");
+  return args;
+}
+
+std::string source_memory() { return on_this_host("--memory gmem") == "--memory gmem" ? "gmem" : "shmem"; }
 
 }  // namespace test

@@ -33,6 +33,11 @@ struct Case {
   std::string faults;      // fault_proxy --fault arguments
   std::string dst = "--memory shmem";
   std::string src = "--memory gmem --mem-size 512M";
+  // --postcopy-push-rate: a cut at 8 MiB of the main connection must fall
+  // after the destination's Started, the commit point. Uncapped, a shmem
+  // source had sent 8 MiB before Started arrived: the cut came before the
+  // commit and the source took its guest back. Capped, 8 MiB take 62 ms.
+  double push_rate = 128;
   std::string guest = "workload=touch size=64 seconds=4";
   std::string kill;        // "src" or "dst": kill -9 that side 1 s into postcopy instead
   std::string mode = "postcopy";
@@ -51,7 +56,7 @@ Outcome run(const Case& s) {
                                  s.both);
   std::string script = fmt::format(
       "{wait_for}"
-      "{vmm} receive --listen 127.0.0.1:{dp} {dst} {link} --report {d}report.json --serial-log {d}dst.serial "
+      "{vmm} receive --listen 127.0.0.1:{dp} {dst} {link} {accept} --report {d}report.json --serial-log {d}dst.serial "
       ">{d}dst.log 2>&1 & D=$!\n"
       "wait_for {d}dst.log listening || echo 'no listening line from vmm receive'\n"
       "{proxy} --listen 127.0.0.1:{pp} --to 127.0.0.1:{dp} {faults} {proxy_args} >{d}proxy.log 2>&1 & P=$!\n"
@@ -62,11 +67,15 @@ Outcome run(const Case& s) {
       "  wait_for {d}dst.log 'guest running here'; sleep 1\n"
       "  T0=$(date +%s%N); if [ '{kill}' = src ]; then kill -9 $S; else kill -9 $D; fi\n"
       "fi\n"
-      "wait $S; echo SRC=$?; wait $D; echo DST=$?\n"
+      // A source that failed leaves the destination nothing to wait for,
+      // unless the test killed it to see what the destination does then.
+      "wait $S; SRC=$?; echo SRC=$SRC; [ $SRC -eq 0 ] || [ '{kill}' = src ] || kill $D 2>/dev/null\n"
+      "wait $D; echo DST=$?\n"
       "[ -n '{kill}' ] && echo AFTER_MS=$(( ($(date +%s%N) - T0) / 1000000 ))\n"
       "kill $P 2>/dev/null; wait $P 2>/dev/null; true\n",
       fmt::arg("vmm", VMM_BIN), fmt::arg("wait_for", test::kShellWaitFor), fmt::arg("proxy", FAULT_PROXY), fmt::arg("dp", dport), fmt::arg("pp", pport),
-      fmt::arg("dst", s.dst), fmt::arg("src", s.src), fmt::arg("link", link), fmt::arg("d", d),
+      fmt::arg("dst", s.dst), fmt::arg("src", test::on_this_host(s.src) + fmt::format(" --postcopy-push-rate {}", s.push_rate)), fmt::arg("link", link), fmt::arg("d", d),
+      fmt::arg("accept", test::kAcceptTimeout),
       fmt::arg("faults", s.faults), fmt::arg("elf", GUEST_ELF), fmt::arg("guest", s.guest), fmt::arg("kill", s.kill), fmt::arg("mode", s.mode),
       fmt::arg("proxy_args", s.proxy));
   std::ofstream(d + "run.sh") << script;
@@ -134,7 +143,8 @@ TEST(LinkRecovery, ResetDuringHybridsPostcopyPhase) {
   // 1 MiB/s the few hundred pages left after precopy are not all pushed
   // before the guest faults on some (uncapped, none was requested once).
   Case s("--fault reset@2:5000");
-  s.src = "--memory gmem --gmem-bind hva --mem-size 512M --postcopy-push-rate 1";
+  s.src = "--memory gmem --gmem-bind hva --mem-size 512M";
+  s.push_rate = 1;
   s.mode = "hybrid";
   expect_recovered(run(s), 1);
 }
@@ -167,6 +177,7 @@ TEST(LinkRecovery, ResetTwiceInTheMiddleOfAOneGibPage) {
   Case s("--fault reset@1+2:30M --fault reset@3+4:20M");
   s.dst = "--memory hugetlb-1g";
   s.src = "--memory gmem --mem-size 1G";
+  s.push_rate = 0;
   s.guest = "workload=touch size=64 seconds=14";  // 64 MiB of data in the page: both cuts fall inside it
   Outcome r = run(s);
   run_command(fmt::format("{} release 1g 1", HUGEPAGES_SH));
@@ -203,6 +214,7 @@ TEST(LinkRecovery, TlsLeavesNoFrameHeaderOnTheWire) {
     Case s("");
     s.guest = "workload=touch size=16 seconds=2";
     s.src = "--memory gmem --mem-size 64M";
+    s.push_rate = 0;
     s.proxy = "--record " + wire;
     if (tls) s.both = "--psk-file " + key;
     Outcome r = run(s);
@@ -230,7 +242,7 @@ TEST(LinkRecovery, KilledSourceGivesTheDestinationAClearErrorWithinTheRecoveryTi
   Case s("");
   s.kill = "src";
   s.recovery_timeout = 3;
-  s.src += " --postcopy-push-rate 16";  // still in postcopy 1 s in
+  s.push_rate = 16;  // still in postcopy 1 s in
   s.guest = "workload=touch size=64 seconds=8";
   Outcome r = run(s);
   EXPECT_EQ(r.dst_rc, 125) << all(r);
@@ -245,7 +257,7 @@ TEST(LinkRecovery, KilledDestinationGivesTheSourceAClearErrorWithinTheRecoveryTi
   Case s("");
   s.kill = "dst";
   s.recovery_timeout = 3;
-  s.src += " --postcopy-push-rate 16";
+  s.push_rate = 16;
   s.guest = "workload=touch size=64 seconds=8";
   Outcome r = run(s);
   EXPECT_EQ(r.src_rc, 125) << all(r);
@@ -262,20 +274,22 @@ TEST(LinkRecovery, StatusOnTheApiSocketShowsThePauseWhileItLasts) {
   uint16_t dport = test::free_port(), pport = test::free_port();
   std::string script = fmt::format(
       "{wait_for}"
-      "{vmm} receive --listen 127.0.0.1:{dp} --memory shmem --link-timeout 3 --serial-log {d}dst.serial >{d}dst.log 2>&1 & D=$!\n"
+      "{vmm} receive --listen 127.0.0.1:{dp} --memory shmem --link-timeout 3 {accept} --serial-log {d}dst.serial "
+      ">{d}dst.log 2>&1 & D=$!\n"
       "wait_for {d}dst.log listening\n"
       "{proxy} --listen 127.0.0.1:{pp} --to 127.0.0.1:{dp} --fault blackhole@1:8M:4 >{d}proxy.log 2>&1 & P=$!\n"
       "wait_for {d}proxy.log armed\n"
-      "{vmm} run --kernel {elf} --cmdline 'workload=touch size=64 seconds=8' --memory gmem --mem-size 512M "
+      "{vmm} run --kernel {elf} --cmdline 'workload=touch size=64 seconds=8' {src} --mem-size 512M "
       "--api-socket {d}vm.sock >{d}src.log 2>&1 & S=$!\n"
       "wait_for {d}src.log 'api: listening'\n"
       "{vmm} status --api-socket {d}vm.sock; echo BEFORE_DONE\n"
-      "{vmm} migrate --api-socket {d}vm.sock --to 127.0.0.1:{pp} --mode postcopy --link-timeout 3 >{d}migrate.out 2>&1 & M=$!\n"
+      "{vmm} migrate --api-socket {d}vm.sock --to 127.0.0.1:{pp} --mode postcopy --link-timeout 3 --postcopy-push-rate 128 >{d}migrate.out 2>&1 & M=$!\n"
       "for i in $(seq 100); do {vmm} status --api-socket {d}vm.sock | tr -d ' \\n'; echo; sleep 0.1; done > {d}status.log\n"
-      "wait $M; echo MIGRATE=$?; wait $S; echo SRC=$?; wait $D; echo DST=$?\n"
+      "wait $M; echo MIGRATE=$?\n{reap}"
       "kill $P 2>/dev/null; true\n",
       fmt::arg("vmm", VMM_BIN), fmt::arg("wait_for", test::kShellWaitFor), fmt::arg("proxy", FAULT_PROXY), fmt::arg("dp", dport), fmt::arg("pp", pport),
-      fmt::arg("d", d), fmt::arg("elf", GUEST_ELF));
+      fmt::arg("d", d), fmt::arg("elf", GUEST_ELF), fmt::arg("src", test::on_this_host("--memory gmem")),
+      fmt::arg("accept", test::kAcceptTimeout), fmt::arg("reap", test::kShellReap));
   std::ofstream(d + "run.sh") << script;
   auto r = run_command("bash " + d + "run.sh", 240);
   std::string status = slurp(d + "status.log"), dst = slurp(d + "dst.serial");

@@ -49,17 +49,20 @@ Result migrate(const std::string& dst, const std::string& src, const std::string
       "PORT={port}\n"
       "rm -f {d}src.log {d}dst.log\n"
       "{wait_for}"
-      "{vmm} receive --listen 127.0.0.1:{port} {dst} >{d}dst.log 2>&1 & D=$!\n"
+      "{vmm} receive --listen 127.0.0.1:{port} {dst} {accept} >{d}dst.log 2>&1 & D=$!\n"
       "wait_for {d}dst.log listening || echo 'no listening line from vmm receive'\n"
       "{before}\n"
       "if [ '{src}' != - ]; then\n"
       "  {vmm} run --kernel {elf} --cmdline '{guest}' {src} --migrate-to 127.0.0.1:{port} --migrate-after 0.5 "
-      ">{d}src.log 2>&1; echo SRC=$?\n"
+      ">{d}src.log 2>&1; SRC=$?; echo SRC=$SRC\n"
+      // A source that failed leaves the destination nothing to wait for.
+      "  [ $SRC -eq 0 ] || kill $D 2>/dev/null\n"
       "fi\n"
       "if [ {stays} = 1 ]; then sleep 0.5; kill -0 $D && echo STILL_LISTENING; kill $D; fi\n"
       "wait $D; echo DST=$?\n",
       fmt::arg("port", port), fmt::arg("vmm", VMM_BIN), fmt::arg("wait_for", test::kShellWaitFor), fmt::arg("elf", GUEST_ELF), fmt::arg("d", d),
-      fmt::arg("dst", dst), fmt::arg("src", src), fmt::arg("guest", guest), fmt::arg("before", before),
+      fmt::arg("dst", dst), fmt::arg("src", test::on_this_host(src)), fmt::arg("guest", guest), fmt::arg("before", before),
+      fmt::arg("accept", test::kAcceptTimeout),
       fmt::arg("stays", dst_stays ? 1 : 0));
   std::ofstream(d + "run.sh") << script;
   auto r = run_command("bash " + d + "run.sh", 120);
@@ -125,13 +128,13 @@ TEST(Tls, MigrateOnTheApiSocketTakesItsOwnKeyFile) {
   NEEDS_KVM();
   std::string key = make_key("a.key"), sock = dir() + "vm.sock";
   std::string before = fmt::format(
-      "{vmm} run --kernel {elf} --cmdline '{guest}' --memory gmem --mem-size 64M --api-socket {sock} "
+      "{vmm} run --kernel {elf} --cmdline '{guest}' {src} --mem-size 64M --api-socket {sock} "
       ">{d}api-src.log 2>&1 & S=$!\n"
       "wait_for {d}api-src.log 'api: listening' || sleep 1\n"
       "{vmm} migrate --api-socket {sock} --to 127.0.0.1:$PORT --mode postcopy --psk-file {key}; echo MIGRATE=$?\n"
       "wait $S; echo API_SRC=$?\n",
       fmt::arg("vmm", VMM_BIN), fmt::arg("elf", GUEST_ELF), fmt::arg("guest", kGuest), fmt::arg("sock", sock),
-      fmt::arg("d", dir()), fmt::arg("key", key));
+      fmt::arg("d", dir()), fmt::arg("key", key), fmt::arg("src", test::on_this_host("--memory gmem")));
   Result r = migrate("--memory shmem --psk-file " + key, "-", kGuest, false, before);
   EXPECT_NE(r.src.find("MIGRATE=0"), std::string::npos) << r.src << r.dst;
   EXPECT_NE(r.src.find("API_SRC=0"), std::string::npos) << r.src << slurp(dir() + "api-src.log");
