@@ -93,6 +93,9 @@ void configure(ssl::context& ctx, TlsConfig* owner, bool server) {
     SSL_CTX_set_psk_find_session_callback(c, find_session);
   } else {
     SSL_CTX_set_psk_use_session_callback(c, use_session);
+    // A server that answers our key with a certificate instead does not hold
+    // the key: refuse every certificate, so no certificate handshake completes.
+    SSL_CTX_set_verify(c, SSL_VERIFY_PEER, [](int, X509_STORE_CTX*) { return 0; });
   }
 }
 
@@ -127,11 +130,18 @@ std::shared_ptr<TlsConfig> TlsConfig::from_key(std::vector<uint8_t> key) {
 }
 
 std::shared_ptr<TlsConfig> TlsConfig::from_file(const std::string& path) {
-  std::ifstream in(path);
+  std::ifstream in(path, std::ios::binary);
   if (!in) throw vmm::Error(fmt::format("cannot read the key file {}: {}", path, vmm::describe_errno(errno)));
-  std::stringstream text;
-  text << in.rdbuf();
-  auto cfg = from_key(parse_psk_text(text.str(), path));
+  // A key is at most 512 hex digits: read no more than a few KiB of whatever
+  // the path names (/dev/zero, a large file).
+  constexpr size_t kMaxKeyFile = 4096;
+  std::string text(kMaxKeyFile + 1, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<size_t>(in.gcount()));
+  if (text.size() > kMaxKeyFile)
+    throw vmm::Error(fmt::format("{}: more than {} bytes: not a key file (a key is at most 512 hex digits)", path,
+                                 kMaxKeyFile));
+  auto cfg = from_key(parse_psk_text(text, path));
   struct stat st {};
   if (::stat(path.c_str(), &st) == 0 && (st.st_mode & 077))
     spdlog::warn("the key file {} can be read by other users (mode {:o}): chmod 600 it", path, st.st_mode & 0777);
@@ -197,6 +207,10 @@ std::string describe_tls_error(const boost::system::error_code& ec, bool server)
   if (what.find("wrong version number") != std::string::npos || what.find("packet length too long") != std::string::npos ||
       what.find("record layer failure") != std::string::npos)
     return fmt::format("{}: the peer does not speak TLS (it runs without --psk-file)", what);
+  if (what.find("certificate verify failed") != std::string::npos)
+    return fmt::format("{}: the peer answered with a certificate instead of the pre-shared key, so it does not hold "
+                       "the key (--psk-file)",
+                       what);
   if (what.find("handshake failure") != std::string::npos || what.find("no suitable") != std::string::npos ||
       what.find("no shared cipher") != std::string::npos)
     return fmt::format("{}: the peer offered no key we know (--psk-file differs or is missing)", what);
@@ -210,6 +224,12 @@ void TlsStream::handshake(std::chrono::steady_clock::time_point deadline, const 
   stream_.handshake(server_ ? ssl::stream_base::server : ssl::stream_base::client, ec);
   stream_.next_layer().end_handshake();
   if (ec) throw ConnectionError(fmt::format("TLS handshake with {} failed: {}", peer, describe_tls_error(ec, server_)));
+  // In TLS 1.3 an external PSK is a "resumed" session: anything else was
+  // authenticated some other way, or not at all, and carries no frame.
+  if (!SSL_session_reused(stream_.native_handle()))
+    throw ConnectionError(fmt::format("TLS handshake with {} completed without the pre-shared key: the peer does "
+                                      "not hold it; refused before any frame",
+                                      peer));
 }
 
 // In records of up to 16 KiB gathered from the pieces (a frame of 4 KiB pages

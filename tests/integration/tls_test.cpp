@@ -123,6 +123,74 @@ TEST(Tls, AnotherKeyOrNoneIsRefusedOnBothSides) {
   }
 }
 
+// A self-signed certificate and its key, for the impostors below.
+std::string make_certificate() {
+  std::string d = dir();
+  run_command(fmt::format("mkdir -p {d} && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+                          "-subj /CN=impostor -days 1 -keyout {d}impostor.key -out {d}impostor.pem 2>&1",
+                          fmt::arg("d", d)));
+  return d + "impostor";
+}
+
+// A stock TLS 1.3 server that holds a certificate and no pre-shared key is
+// given as the destination: the source refuses its certificate, says why,
+// sends it not one frame byte, and runs its guest on to VERIFY OK.
+TEST(Tls, ADestinationWithACertificateAndNoKeyGetsNothing) {
+  NEEDS_KVM();
+  if (!test::have_program("openssl")) GTEST_SKIP() << "the openssl command is not installed";
+  std::string key = make_key("a.key"), cert = make_certificate(), d = dir();
+  uint16_t port = test::free_port();
+  // s_server ends when its input does: the sleep holds it open for the run.
+  std::string script = fmt::format(
+      "(sleep 8 | timeout 10 openssl s_server -accept 127.0.0.1:{port} -cert {cert}.pem -key {cert}.key -tls1_3 "
+      "-naccept 1 >{d}impostor.out 2>&1) & I=$!\n"
+      "for i in $(seq 100); do grep -q ACCEPT {d}impostor.out 2>/dev/null && break; sleep 0.05; done\n"
+      "{vmm} run --kernel {elf} --cmdline '{guest}' {src} --mem-size 64M --mode postcopy --migrate-to "
+      "127.0.0.1:{port} --migrate-after 0.5 --psk-file {key} >{d}src.log 2>&1; echo SRC=$?\n"
+      "kill $I 2>/dev/null; wait $I 2>/dev/null; true\n",
+      fmt::arg("port", port), fmt::arg("cert", cert), fmt::arg("d", d), fmt::arg("vmm", VMM_BIN),
+      fmt::arg("elf", GUEST_ELF), fmt::arg("guest", kGuest), fmt::arg("src", test::on_this_host("--memory gmem")),
+      fmt::arg("key", key));
+  std::ofstream(d + "impostor.sh") << script;
+  auto r = run_command("bash " + d + "impostor.sh", 60);
+  std::string src = slurp(d + "src.log"), impostor = slurp(d + "impostor.out");
+  EXPECT_NE(r.output.find("SRC=0"), std::string::npos) << r.output << src;
+  EXPECT_NE(src.find("answered with a certificate instead of the pre-shared key"), std::string::npos) << src;
+  EXPECT_NE(src.find("the guest keeps running here"), std::string::npos) << src;
+  EXPECT_NE(src.find("VERIFY OK pages=4096"), std::string::npos) << src;
+  EXPECT_NE(impostor.find("ACCEPT"), std::string::npos) << "the impostor never listened: " << impostor;
+  EXPECT_EQ(impostor.find("GPCM"), std::string::npos) << "a frame reached the impostor:\n" << impostor;
+  EXPECT_EQ(impostor.find("CIPHER is"), std::string::npos) << "its handshake completed:\n" << impostor;
+}
+
+// A stock TLS 1.3 client that holds a certificate and no pre-shared key is
+// dropped by the destination with a line saying why; the real source then
+// migrates.
+TEST(Tls, ASourceWithACertificateAndNoKeyIsRefused) {
+  NEEDS_KVM();
+  if (!test::have_program("openssl")) GTEST_SKIP() << "the openssl command is not installed";
+  std::string key = make_key("a.key"), cert = make_certificate();
+  std::string before = fmt::format(
+      "printf 'GPCM' | timeout 5 openssl s_client -connect 127.0.0.1:$PORT -tls1_3 -cert {cert}.pem -key {cert}.key "
+      ">{d}impostor-client.out 2>&1; echo IMPOSTOR=$?",
+      fmt::arg("cert", cert), fmt::arg("d", dir()));
+  Result r = migrate("--memory shmem --psk-file " + key, "--memory gmem --mem-size 64M --mode postcopy --psk-file " + key,
+                     kGuest, false, before);
+  EXPECT_NE(r.src.find("IMPOSTOR=1"), std::string::npos) << r.src << slurp(dir() + "impostor-client.out");
+  EXPECT_NE(r.dst.find("TLS handshake with 127.0.0.1:"), std::string::npos) << r.dst;
+  EXPECT_NE(r.dst.find("still listening"), std::string::npos) << r.dst;
+  EXPECT_EQ(r.src_rc, 0) << r.src << r.dst;
+  EXPECT_EQ(r.dst_rc, 0) << r.src << r.dst;
+  EXPECT_NE(r.dst.find("VERIFY OK pages=4096"), std::string::npos) << r.dst;
+}
+
+TEST(Tls, AKeyFileIsReadWithABound) {
+  auto r = run_command(fmt::format("{} receive --listen 127.0.0.1:1 --memory shmem --psk-file /dev/zero 2>&1", VMM_BIN),
+                       20);
+  EXPECT_EQ(r.exit_code, 125) << r.output;
+  EXPECT_NE(r.output.find("/dev/zero: more than 4096 bytes: not a key file"), std::string::npos) << r.output;
+}
+
 // `vmm migrate --psk-file` hands its key to the running VMM, which had none.
 TEST(Tls, MigrateOnTheApiSocketTakesItsOwnKeyFile) {
   NEEDS_KVM();
