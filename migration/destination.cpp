@@ -204,9 +204,10 @@ bool Destination::announce_if_complete() {
   if (complete_.exchange(true)) return true;
   try {
     link_.main().send(FrameType::Complete, 0, {});
+    complete_sent_ = true;
   } catch (const ConnectionError& e) {
-    // Every page is here, so the guest needs nothing more: the source, which
-    // never heard it, gives up after its recovery timeout.
+    // Every page is here, so the guest needs nothing more; the source learns
+    // it from its reconnection (tell_source_complete).
     spdlog::warn("receive: every page is here, but the source could not be told ({})", e.what());
   }
   return true;
@@ -301,6 +302,7 @@ int Destination::run() {
   receive_until_postcopy();
   receive_postcopy();
   finish_postcopy();
+  if (resolver_) tell_source_complete();
   write_report();
   vmm::VcpuOutcome out = vcpu_->wait();
   if (out.reason != vmm::StopReason::GuestExit)

@@ -74,6 +74,8 @@ class Destination {
   void start_link_threads();
   void stop_link_threads();
   void finish_postcopy();
+  void tell_source_complete();
+  bool source_heard_complete();
   void write_report();
   nlohmann::ordered_json report_json(const FaultMetrics::Summary& s) const;
   void add_link_figures(nlohmann::ordered_json& j) const;
@@ -104,6 +106,7 @@ class Destination {
   std::unique_ptr<vmm::VcpuThreads> vcpu_;
   std::thread urgent_thread_, premap_thread_;
   std::atomic<bool> complete_{false};
+  std::atomic<bool> complete_sent_{false};  // Complete went into a live connection
   std::mutex error_mutex_;
   std::string error_;
   uint32_t rounds_ = 0;

@@ -98,6 +98,12 @@ bool Destination::take_reconnection(std::chrono::milliseconds left) {
 // has, keep listening, take the source's reconnection, say what we hold, ask
 // again for what was asked and not answered.
 void Destination::recover(const std::string& why) {
+  if (pages_->complete()) {
+    // The link went as the last page landed: nothing is left to recover, but
+    // the source must still hear it (tell_source_complete).
+    complete_ = true;
+    return;
+  }
   auto t_lost = Clock::now();
   stop_link_threads();
   bool acked = started_acked_;
@@ -118,8 +124,12 @@ void Destination::recover(const std::string& why) {
                                    pages_->npages() - pages_->present()));
     if (take_reconnection(left)) break;
   }
-  std::vector<uint64_t> again = pages_->outstanding();
+  // The link goes up first: a fault from here on is requested by the
+  // resolver itself, one before is in what is asked for again (a page asked
+  // for twice comes twice and is claimed once). Collected first, a fault in
+  // between was marked requested and its request dropped on the down link.
   start_link_threads();
+  std::vector<uint64_t> again = pages_->outstanding();
   link_.request(again);
   // The source redials only once it let go of the guest (it got Started).
   started_acked_ = true;
@@ -127,6 +137,62 @@ void Destination::recover(const std::string& why) {
   pauses_.push_back({ms_between(t_lost, Clock::now()), pages_->npages() - pages_->present(), again.size()});
   spdlog::info("postcopy: resumed after {:.0f} ms; {} pages still to come, {} asked for again", pauses_.back().ms,
                pauses_.back().pages_missing, again.size());
+}
+
+// After Complete the source says CompleteAck: that it came within the link
+// timeout says the source heard. A reset, a close or silence instead says
+// Complete may have gone with the link (neither a send into a socket buffer
+// nor a close proves it arrived). Frames still in flight (the push,
+// heartbeats) are read past.
+bool Destination::source_heard_complete() {
+  try {
+    for (;;) {
+      std::array<uint8_t, kHeaderSize> raw;
+      FrameHeader h = link_.main().receive_header(raw);
+      std::vector<uint8_t> payload(h.length);
+      link_.main().read_exact(payload);
+      if (h.type == FrameType::CompleteAck) return true;
+    }
+  } catch (const ConnectionError& e) {
+    spdlog::warn("receive: no CompleteAck from the source ({})", e.what());
+  } catch (const ProtocolError& e) {
+    spdlog::warn("receive: after Complete: {}", e.what());
+  }
+  return false;
+}
+
+// Every page is here, but the source never heard Complete (the link was lost
+// as the last page landed, or as Complete went): it redials, and its
+// reconnection is answered with a full Received bitmap, which it takes for
+// completion. Meanwhile the guest runs on, once the source has let go of it;
+// before StartedAck it waits, as in recover(). A source that never comes back
+// leaves a guest with all its pages: it runs on, with a warning.
+void Destination::tell_source_complete() {
+  if (complete_sent_ && source_heard_complete()) return;
+  bool told = false;
+  stop_link_threads();
+  bool acked = started_acked_;
+  if (!acked) vcpu_->request_pause();
+  spdlog::warn("receive: every page is here, but the source has not heard it; waiting up to {:.0f} s for its "
+               "reconnection to tell it{}",
+               static_cast<double>(options_.link.recovery_timeout.count()) / 1000,
+               acked ? "" : " (the guest is paused until the source confirms it let go)");
+  auto deadline = Clock::now() + options_.link.recovery_timeout;
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    if (left.count() <= 0) break;
+    if (take_reconnection(left)) {
+      told = true;
+      break;
+    }
+  }
+  if (!told && !acked)
+    throw vmm::Error("every page came, but the source never confirmed it let go of the guest and did not reconnect: "
+                     "it may run the guest, so this copy does not");
+  started_acked_ = true;
+  if (!acked) vcpu_->resume();
+  if (told) spdlog::info("receive: the source reconnected and took the full Received bitmap for completion");
+  else spdlog::warn("receive: the source did not reconnect; the guest holds every page and runs on here");
 }
 
 }  // namespace migration

@@ -19,6 +19,7 @@
 //   Pages{Last} (background push) ─────────▶ UFFDIO_CONTINUE
 //   StartedAck ────────────────────────────▶ (commit point: the source lets go)
 //               ◀─────────────────────────── Complete
+//   CompleteAck ───────────────────────────▶ (the source heard it: both may end)
 //   Heartbeat ◀──────────────────────────▶ Heartbeat (main connection, while postcopy idles)
 //
 // A lost link after StartedAck (reset, close, or silence for --link-timeout):
@@ -29,6 +30,10 @@
 //               ◀─────────────────────────── Received{pages present}... (last flagged)
 //               ◀─────────────────────────── PageRequest (the outstanding ones, urgent)
 //   Pages... (the push resumes over the pages not received) ▶
+// A Received bitmap that holds every page is completion: the source ends
+// there (Complete, or its CompleteAck, was lost with the link). A
+// destination that sent Complete and hears no CompleteAck within the link
+// timeout listens for that reconnection.
 #pragma once
 
 #include <cstdint>

@@ -117,6 +117,13 @@ void PageServer::watch_main() {
       if (f.header.type == FrameType::Heartbeat) continue;
       if (f.header.type == FrameType::Complete) {
         completed_ = true;
+        // Said before the connection closes: a send into a socket buffer, or
+        // a close, proves nothing to the destination; this frame does.
+        try {
+          main_.send(FrameType::CompleteAck, 0, {});
+        } catch (const ConnectionError& e) {
+          spdlog::debug("postcopy: CompleteAck: {}", e.what());
+        }
         break;
       }
       if (f.header.type == FrameType::Error) throw std::runtime_error("destination: " + decode_error(f.payload));

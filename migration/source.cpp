@@ -242,6 +242,12 @@ void Source::serve_postcopy(SourceReport& report, vmm::Bitmap missing, uint64_t 
       resent &= missing;
       report.pages_resent += resent.count();
       report.pauses_ms.push_back(ms_between(t_lost, Clock::now()));
+      if (missing.count() == 0) {
+        // Its Received bitmap is full: Complete was lost with the link.
+        spdlog::info("postcopy: reconnected after {:.0f} ms; the destination holds every page: complete",
+                     report.pauses_ms.back());
+        return;
+      }
       spdlog::info("postcopy: resumed after {:.0f} ms: {} pages still to send ({} sent again so far: in flight or claimed by "
                    "the push when the link broke)",
                    report.pauses_ms.back(), missing.count(), report.pages_resent);

@@ -116,7 +116,7 @@ uint64_t get_le(const uint8_t* p, size_t n) {
 const char* frame_type_name(FrameType t) {
   static const char* names[] = {"Invalid",  "Hello",         "HelloReply",  "Pages",   "RoundDone", "VmState",
                                 "PostcopyBegin", "PageRequest", "Started", "Complete",  "Error",
-                                "Heartbeat", "StartedAck", "Received", "StaleChunks"};
+                                "Heartbeat", "StartedAck", "Received", "StaleChunks", "CompleteAck"};
   auto i = static_cast<uint16_t>(t);
   return i <= kMaxFrameType ? names[i] : "Unknown";
 }

@@ -24,7 +24,8 @@ class ProtocolError : public std::runtime_error {
 };
 
 inline constexpr uint32_t kMagic = 0x4d435047;  // "GPCM" little-endian
-inline constexpr uint16_t kVersion = 3;  // 2: PostcopyBegin without a bitmap, StaleChunks; 3: vCPUs, irqchip
+inline constexpr uint16_t kVersion = 4;  // 2: PostcopyBegin without a bitmap, StaleChunks; 3: vCPUs, irqchip;
+                                         // 4: CompleteAck
 inline constexpr size_t kHeaderSize = 24;
 inline constexpr uint32_t kMaxPayload = 8u << 20;
 
@@ -44,8 +45,9 @@ enum class FrameType : uint16_t {
   StartedAck = 12,    // source -> destination: it got Started and will never resume the guest
   Received = 13,      // destination -> source after a reconnection: which pages it holds
   StaleChunks = 14,   // source -> destination at switchover: chunks written since they were sent
+  CompleteAck = 15,   // source -> destination: it heard Complete and lets go of the migration
 };
-inline constexpr uint16_t kMaxFrameType = 14;
+inline constexpr uint16_t kMaxFrameType = 15;
 
 const char* frame_type_name(FrameType t);
 

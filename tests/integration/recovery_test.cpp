@@ -204,7 +204,7 @@ TEST(LinkRecovery, TlsLeavesNoFrameHeaderOnTheWire) {
   run_command("openssl rand -hex 32 >" + key);
   auto headers = [&] {
     std::string bytes = slurp(wire);
-    const std::string header("GPCM\x03\x00", 6);  // kMagic, then kVersion (3), little-endian
+    const std::string header("GPCM\x04\x00", 6);  // kMagic, then kVersion (4), little-endian
     size_t n = 0;
     for (size_t at = bytes.find(header); at != std::string::npos; at = bytes.find(header, at + 1)) n++;
     return std::make_pair(n, bytes.size());
@@ -224,6 +224,21 @@ TEST(LinkRecovery, TlsLeavesNoFrameHeaderOnTheWire) {
     if (tls) EXPECT_EQ(n, 0u) << size << " bytes recorded";
     else EXPECT_GT(n, 20u) << size << " bytes recorded";
   }
+}
+
+// Every page is in, and the link goes just before the destination's Complete
+// would reach the source: the source redials, the destination answers with a
+// full Received bitmap, and both end well with the guest running on there.
+TEST(LinkRecovery, CompleteLostWithTheLinkEndsWellOnBothSides) {
+  NEEDS_KVM();
+  Case s("--fault reset@1:back:Complete");
+  s.guest = "workload=touch size=16 seconds=4";  // all pages in long before the guest ends
+  Outcome r = run(s);
+  expect_recovered(r, 0, 1);
+  EXPECT_NE(r.proxy.find("before a Complete frame toward the source"), std::string::npos) << r.proxy;
+  EXPECT_NE(r.dst.find("took the full Received bitmap for completion"), std::string::npos) << all(r);
+  EXPECT_NE(r.src.find("the destination holds every page: complete"), std::string::npos) << all(r);
+  EXPECT_EQ(r.src_serial.find("VERIFY"), std::string::npos) << "the guest ran on the source too:\n" << r.src_serial;
 }
 
 TEST(LinkRecovery, ResetDuringTheVmStateResumesTheGuestOnTheSource) {

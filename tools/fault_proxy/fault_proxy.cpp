@@ -11,6 +11,11 @@
 //              a partition, as a peer sees it. Later connections pass, or,
 //              with blackhole@CONN:BYTES:SECONDS, only those accepted once the
 //              partition has lasted SECONDS (earlier ones are held silent too).
+// KIND@CONN:back:FRAME fires instead at a frame boundary of what CONN carries
+// back toward the source: just before the first frame of type FRAME (a name
+// from migration/wire.h: Started, Complete, Received, ...), which then never
+// arrives. Such a connection's back direction is read frame by frame; where
+// it holds no frames (TLS) the fault cannot fire, and the proxy says so.
 // Each fault prints one line on stderr when it fires.
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -32,6 +37,8 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include "wire.h"
+
 namespace {
 
 namespace asio = boost::asio;
@@ -42,6 +49,7 @@ struct Fault {
   std::vector<unsigned> conns;
   uint64_t bytes;
   double heal_s = 0;
+  std::string frame;  // back:FRAME: fires before that frame toward the source
   bool fired = false;
   bool on(unsigned id) const { return std::find(conns.begin(), conns.end(), id) != conns.end(); }
 };
@@ -71,30 +79,88 @@ void hard_reset(tcp::socket& s) {
   ::shutdown(s.native_handle(), SHUT_RDWR);
 }
 
-// Under g_mutex: fires the faults that `c` has reached.
+// Under g_mutex: fires `f`, reached on `c` at `where`.
+void fire(Fault& f, const Conn& c, const std::string& where) {
+  f.fired = true;
+  if (f.kind == Fault::Blackhole && f.heal_s > 0)
+    g_partition_until = Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(f.heal_s * 1000));
+  unsigned hit = 0;
+  for (auto& w : g_conns) {
+    auto o = w.lock();
+    if (!o || o->reset) continue;
+    hit++;
+    if (f.kind == Fault::Blackhole) {
+      o->frozen = true;
+      continue;
+    }
+    o->reset = true;
+    hard_reset(o->down);
+    hard_reset(o->up);
+  }
+  spdlog::info("fault_proxy: {} {} of connection {} ({} connections hit)",
+               f.kind == Fault::Reset ? "reset" : "blackhole", where, c.id, hit);
+  g_cv.notify_all();
+}
+
+// Under g_mutex: fires the byte-count faults that `c` has reached.
 void check_faults(const Conn& c) {
-  for (auto& f : g_faults) {
-    if (f.fired || !f.on(c.id) || c.to_dst < f.bytes) continue;
-    f.fired = true;
-    if (f.kind == Fault::Blackhole && f.heal_s > 0)
-      g_partition_until = Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(f.heal_s * 1000));
-    unsigned hit = 0;
-    for (auto& w : g_conns) {
-      auto o = w.lock();
-      if (!o || o->reset) continue;
-      hit++;
-      if (f.kind == Fault::Blackhole) {
-        o->frozen = true;
+  for (auto& f : g_faults)
+    if (!f.fired && f.frame.empty() && f.on(c.id) && c.to_dst >= f.bytes)
+      fire(f, c, fmt::format("at {} bytes", c.to_dst.load()));
+}
+
+bool has_frame_fault(unsigned id) {
+  std::lock_guard lock(g_mutex);
+  return std::any_of(g_faults.begin(), g_faults.end(), [&](const Fault& f) { return !f.frame.empty() && f.on(id); });
+}
+
+// The back direction, frame by frame: each header is held until it is whole,
+// so that a fault on its type fires before any byte of it crosses.
+void pump_back_frames(const std::shared_ptr<Conn>& c) {
+  std::vector<uint8_t> buf(64 * 1024), head;
+  uint64_t left = 0;  // payload bytes of the current frame still to forward
+  bool frames = true;
+  boost::system::error_code ec;
+  while (!ec) {
+    if (c->frozen) {
+      std::unique_lock lock(g_mutex);
+      g_cv.wait(lock, [&] { return c->reset.load(); });
+      return;
+    }
+    size_t n = c->up.read_some(asio::buffer(buf), ec);
+    if (c->frozen) continue;
+    if (ec || c->reset) break;
+    for (size_t off = 0; off < n && !ec && !c->frozen && !c->reset;) {
+      if (!frames || left > 0) {
+        size_t k = frames ? std::min<uint64_t>(left, n - off) : n - off;
+        asio::write(c->down, asio::buffer(buf.data() + off, k), ec);
+        left -= frames ? k : 0;
+        off += k;
         continue;
       }
-      o->reset = true;
-      hard_reset(o->down);
-      hard_reset(o->up);
+      size_t k = std::min(migration::kHeaderSize - head.size(), n - off);
+      head.insert(head.end(), buf.begin() + static_cast<long>(off), buf.begin() + static_cast<long>(off + k));
+      off += k;
+      if (head.size() < migration::kHeaderSize) continue;
+      try {
+        auto h = migration::decode_header(std::span<const uint8_t, migration::kHeaderSize>(head.data(), head.size()));
+        std::lock_guard lock(g_mutex);
+        for (auto& f : g_faults)
+          if (!f.fired && f.on(c->id) && f.frame == migration::frame_type_name(h.type))
+            fire(f, *c, fmt::format("at the boundary before a {} frame toward the source", f.frame));
+        left = h.length;
+      } catch (const migration::ProtocolError& e) {
+        spdlog::warn("fault_proxy: connection {} carries no frames back ({}): its frame faults cannot fire", c->id,
+                     e.what());
+        frames = false;
+      }
+      if (c->frozen || c->reset) break;
+      asio::write(c->down, asio::buffer(head), ec);
+      head.clear();
     }
-    spdlog::info("fault_proxy: {} at {} bytes of connection {} ({} connections hit)",
-                 f.kind == Fault::Reset ? "reset" : "blackhole", c.to_dst.load(), c.id, hit);
+    if (c->reset) return;
   }
-  g_cv.notify_all();
+  c->down.shutdown(tcp::socket::shutdown_send, ec);
 }
 
 void pump(const std::shared_ptr<Conn>& c, bool towards_dst) {
@@ -117,7 +183,8 @@ void pump(const std::shared_ptr<Conn>& c, bool towards_dst) {
       if (towards_dst) {
         std::lock_guard lock(g_mutex);
         for (const auto& f : g_faults)
-          if (!f.fired && f.on(c->id) && f.bytes >= c->to_dst) send = std::min<uint64_t>(send, f.bytes - c->to_dst);
+          if (!f.fired && f.frame.empty() && f.on(c->id) && f.bytes >= c->to_dst)
+            send = std::min<uint64_t>(send, f.bytes - c->to_dst);
       }
       asio::write(to, asio::buffer(buf.data() + off, send), ec);
       if (ec) break;
@@ -161,6 +228,12 @@ Fault parse_fault(const std::string& s) {
     f.conns.push_back(static_cast<unsigned>(std::stoul(conns.substr(from, plus - from))));
     from = plus + 1;
   }
+  if (bytes == "back") {
+    for (uint16_t t = 1; t <= migration::kMaxFrameType; t++)
+      if (heal == migration::frame_type_name(static_cast<migration::FrameType>(t))) f.frame = heal;
+    if (f.frame.empty()) throw std::runtime_error("fault '" + s + "': '" + heal + "' is not a frame type");
+    return f;
+  }
   uint64_t mult = 1;
   char suffix = bytes.empty() ? 0 : bytes.back();
   if (suffix == 'K' || suffix == 'M' || suffix == 'G') {
@@ -183,7 +256,8 @@ int main(int argc, char** argv) {
   std::vector<std::string> faults;
   app.add_option("--listen", listen, "HOST:PORT to accept on")->required();
   app.add_option("--to", to, "HOST:PORT to forward each connection to")->required();
-  app.add_option("--fault", faults, "KIND@CONN:BYTES, KIND reset or blackhole, CONN a number or several as 1+2 (repeatable)");
+  app.add_option("--fault", faults, "KIND@CONN:BYTES or KIND@CONN:back:FRAME, KIND reset or blackhole, CONN a number or several as "
+                 "1+2 (repeatable)");
   std::string record;
   app.add_option("--record", record, "Write every byte forwarded toward --to here (all connections, in order)");
   CLI11_PARSE(app, argc, argv);
@@ -221,7 +295,8 @@ int main(int argc, char** argv) {
         }
       }
       std::thread([c] { pump(c, true); }).detach();
-      std::thread([c] { pump(c, false); }).detach();
+      if (has_frame_fault(id)) std::thread([c] { pump_back_frames(c); }).detach();
+      else std::thread([c] { pump(c, false); }).detach();
     }
   } catch (const std::exception& e) {
     spdlog::error("fault_proxy: {}", e.what());
