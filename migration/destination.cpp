@@ -108,7 +108,17 @@ void Destination::switch_over(const PostcopyBegin& begin, uint64_t stale_ranges,
   auto t_started = Clock::now();
   restore_parts_.start_ms = ms_between(t_start, t_started);
   restore_ms_ = ms_between(t_state, t_started);
+  t_started_sent_ = Clock::now();
   link_.main().send(FrameType::Started, 0, encode(Started{static_cast<uint64_t>(restore_ms_ * 1000)}));
+}
+
+// StartedAck, or a reconnection (the source redials only once it let go):
+// the commit. The guest runs here from now on, and never on the source.
+void Destination::go() {
+  if (started_acked_.exchange(true)) return;
+  commit_ms_ = ms_between(t_started_sent_, Clock::now());
+  vcpu_->resume();
+  spdlog::info("receive: guest running here (the source let go {:.2f} ms after Started)", commit_ms_);
 }
 
 // Restoring the vCPU made KVM map the pages of its paravirtual areas
@@ -167,7 +177,9 @@ void Destination::start_guest(const PostcopyBegin& begin) {
   }
   t_postcopy_ = Clock::now();
   main_bytes_at_postcopy_ = link_.main_bytes();
-  vcpu_ = std::make_unique<vmm::VcpuThreads>(*machine_);
+  // Held until the source says it let go (StartedAck, go()): a source that
+  // never hears Started resumes its own guest, and this copy must not have run.
+  vcpu_ = std::make_unique<vmm::VcpuThreads>(*machine_, /*start_paused=*/true);
   auto tids = vcpu_->thread_ids();
   metrics_.set_vcpu_threads({tids.begin(), tids.end()});
   if (missing) {
@@ -183,8 +195,8 @@ void Destination::start_guest(const PostcopyBegin& begin) {
       }
     });
   }
-  spdlog::info("receive: guest running here; {} of {} pages of {} still on the source", missing, pages_->npages(),
-               vmm::format_size(pages_->page_size()));
+  spdlog::info("receive: guest restored here, held until the source lets go; {} of {} pages of {} still on the source",
+               missing, pages_->npages(), vmm::format_size(pages_->page_size()));
 }
 
 void Destination::progress() {
@@ -221,8 +233,11 @@ void Destination::receive_postcopy() {
   // 5-8 ms, and a fault on a page in flight on the push (256 KiB frames)
   // still waited at most about 1 ms (p99 0.02-0.96 ms in three runs).
   pthread_setname_np(pthread_self(), "main-recv");
-  while (!complete_) {
-    if (announce_if_complete()) break;
+  // Until every page is here and the source has let go of the guest.
+  auto done = [this] { return complete_ && started_acked_; };
+  while (!done()) {
+    announce_if_complete();
+    if (done()) break;
     try {
       std::array<uint8_t, kHeaderSize> raw;
       FrameHeader h = link_.main().receive_header(raw);
@@ -233,17 +248,17 @@ void Destination::receive_postcopy() {
         link_.main().read_exact(payload);
         verify_crc(raw, payload, h.crc);
         if (h.type == FrameType::Error) throw vmm::Error("the source gave up: " + decode_error(payload));
-        if (h.type == FrameType::StartedAck) started_acked_ = true;
+        if (h.type == FrameType::StartedAck) go();
+        else if (h.type == FrameType::CompleteAck && complete_sent_) complete_acked_ = true;
         else if (h.type != FrameType::Heartbeat)
           throw ProtocolError(fmt::format("unexpected {} during postcopy", frame_type_name(h.type)));
       }
     } catch (const ConnectionError& e) {
-      if (complete_) break;
+      if (done()) break;
       {
         std::lock_guard lock(error_mutex_);
         if (!error_.empty()) throw vmm::Error(error_);
       }
-      if (!resolver_) throw;  // nothing was left for postcopy: nothing to recover
       recover(e.what());
       continue;
     }

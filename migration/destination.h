@@ -65,6 +65,7 @@ class Destination {
   void restore_state(std::span<const uint8_t> payload);
   void switch_over(const PostcopyBegin& begin, uint64_t stale_ranges, Clock::time_point t_state);
   void start_guest(const PostcopyBegin& begin);
+  void go();
   void register_postcopy();
   void receive_postcopy();
   void urgent_loop();
@@ -107,17 +108,19 @@ class Destination {
   std::thread urgent_thread_, premap_thread_;
   std::atomic<bool> complete_{false};
   std::atomic<bool> complete_sent_{false};  // Complete went into a live connection
+  std::atomic<bool> complete_acked_{false};  // and the source's CompleteAck came back
   std::mutex error_mutex_;
   std::string error_;
   uint32_t rounds_ = 0;
   double source_stop_ms_ = 0, restore_ms_ = 0;
+  double commit_ms_ = 0;  // Started sent -> StartedAck (or the reconnection) in: the guest waits for it
   // restore_ms_ in parts, each timed on its own: VmState into KVM, waiting
   // for PostcopyBegin (the StaleChunks), then registration, threads and the
   // vCPUs started.
   struct {
     double state_ms = 0, wait_begin_ms = 0, start_ms = 0;
   } restore_parts_;
-  Clock::time_point t_hello_, t_complete_, last_progress_, t_postcopy_;
+  Clock::time_point t_hello_, t_complete_, last_progress_, t_postcopy_, t_started_sent_;
   uint64_t main_bytes_at_postcopy_ = 0;
   // What the guest saw (its serial lines), joined with metrics_ at its exit.
   GuestView guest_view_;

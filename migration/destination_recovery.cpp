@@ -98,7 +98,8 @@ bool Destination::take_reconnection(std::chrono::milliseconds left) {
 // has, keep listening, take the source's reconnection, say what we hold, ask
 // again for what was asked and not answered.
 void Destination::recover(const std::string& why) {
-  if (pages_->complete()) {
+  bool acked = started_acked_;
+  if (pages_->complete() && acked) {
     // The link went as the last page landed: nothing is left to recover, but
     // the source must still hear it (tell_source_complete).
     complete_ = true;
@@ -106,17 +107,21 @@ void Destination::recover(const std::string& why) {
   }
   auto t_lost = Clock::now();
   stop_link_threads();
-  bool acked = started_acked_;
-  // Before StartedAck the source may resume the guest itself: this copy waits.
-  if (!acked) vcpu_->request_pause();
   uint64_t missing = pages_->npages() - pages_->present();
+  // Before StartedAck the source may have resumed the guest itself: this
+  // copy has not run, and starts only on the source's reconnection.
   spdlog::warn("postcopy: link lost ({}); {} of {} pages still on the source; {}; waiting up to {:.0f} s for it to "
                "reconnect", why, missing, pages_->npages(),
-               acked ? "the guest runs on the pages it has" : "the guest is paused until the source confirms it let go",
+               acked ? "the guest runs on the pages it has"
+                     : "the guest has not run here and waits until the source confirms it let go",
                static_cast<double>(options_.link.recovery_timeout.count()) / 1000);
   auto deadline = t_lost + options_.link.recovery_timeout;
   for (;;) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    if (left.count() <= 0 && !acked)
+      throw vmm::Error(fmt::format("the source did not reconnect within {:.0f} s of the lost link ({}) and never "
+                                   "said it let go of the guest: it runs there, and never ran here",
+                                   static_cast<double>(options_.link.recovery_timeout.count()) / 1000, why));
     if (left.count() <= 0)
       throw vmm::Error(fmt::format("the source did not reconnect within {:.0f} s of the lost link ({}): {} pages "
                                    "never came, and the guest cannot run without them",
@@ -132,8 +137,7 @@ void Destination::recover(const std::string& why) {
   std::vector<uint64_t> again = pages_->outstanding();
   link_.request(again);
   // The source redials only once it let go of the guest (it got Started).
-  started_acked_ = true;
-  if (!acked) vcpu_->resume();
+  go();
   pauses_.push_back({ms_between(t_lost, Clock::now()), pages_->npages() - pages_->present(), again.size()});
   spdlog::info("postcopy: resumed after {:.0f} ms; {} pages still to come, {} asked for again", pauses_.back().ms,
                pauses_.back().pages_missing, again.size());
@@ -165,18 +169,17 @@ bool Destination::source_heard_complete() {
 // as the last page landed, or as Complete went): it redials, and its
 // reconnection is answered with a full Received bitmap, which it takes for
 // completion. Meanwhile the guest runs on, once the source has let go of it;
-// before StartedAck it waits, as in recover(). A source that never comes back
+// before StartedAck it has not started, as in recover(). A source that never comes back
 // leaves a guest with all its pages: it runs on, with a warning.
 void Destination::tell_source_complete() {
-  if (complete_sent_ && source_heard_complete()) return;
+  if (complete_sent_ && (complete_acked_ || source_heard_complete())) return;
   bool told = false;
   stop_link_threads();
   bool acked = started_acked_;
-  if (!acked) vcpu_->request_pause();
   spdlog::warn("receive: every page is here, but the source has not heard it; waiting up to {:.0f} s for its "
                "reconnection to tell it{}",
                static_cast<double>(options_.link.recovery_timeout.count()) / 1000,
-               acked ? "" : " (the guest is paused until the source confirms it let go)");
+               acked ? "" : " (the guest waits until the source confirms it let go)");
   auto deadline = Clock::now() + options_.link.recovery_timeout;
   for (;;) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
@@ -189,8 +192,7 @@ void Destination::tell_source_complete() {
   if (!told && !acked)
     throw vmm::Error("every page came, but the source never confirmed it let go of the guest and did not reconnect: "
                      "it may run the guest, so this copy does not");
-  started_acked_ = true;
-  if (!acked) vcpu_->resume();
+  go();
   if (told) spdlog::info("receive: the source reconnected and took the full Received bitmap for completion");
   else spdlog::warn("receive: the source did not reconnect; the guest holds every page and runs on here");
 }

@@ -58,9 +58,10 @@ nlohmann::ordered_json Destination::report_json(const FaultMetrics::Summary& s) 
                        {"wall_ms", load.wall_ms},
                        {"busy_fraction", load.wall_ms > 0 ? load.cpu_ms / load.wall_ms : 0.0}};
   j["precopy_rounds"] = rounds_;
-  j["downtime_ms"] = source_stop_ms_ + restore_ms_;
+  j["downtime_ms"] = source_stop_ms_ + restore_ms_ + commit_ms_;
   j["downtime_breakdown_ms"] = {{"source_stop_to_begin", source_stop_ms_},
                                 {"destination_restore", restore_ms_},
+                                {"commit_round_trip", commit_ms_},
                                 {"destination_restore_parts",
                                  {{"vm_state", restore_parts_.state_ms},
                                   {"wait_for_begin", restore_parts_.wait_begin_ms},
@@ -107,7 +108,7 @@ void Destination::print_summary(const FaultMetrics::Summary& s, const nlohmann::
              "  per fault (p50 us): read->request {:.0f}, request->data {:.0f}, data->mapped {:.0f} ({})\n"
              "  by path: requested {} (p50 {:.0f}, p99 {:.0f} us); already in flight on the push {} (p50 {:.0f}, p99 {:.0f} us)\n"
              "  vCPU blocked {:.2f} ms{}; pages requested {}, pushed {}; zero 4 KiB chunks skipped {}\n"
-             "  precopy rounds {}; downtime {:.2f} ms (source {:.2f} + destination {:.2f}); total {:.0f} ms\n"
+             "  precopy rounds {}; downtime {:.2f} ms (source {:.2f} + destination {:.2f} + commit {:.2f}); total {:.0f} ms\n"
              "  lost links recovered {} (paused {:.0f} ms in all)\n"
              "  fault thread: {} events in {} reads (at most {} at once), on a CPU {:.1f} of {:.0f} ms ({:.1f}%)\n\n",
              hello_.src_backend, vmm::backend_name(options_.backend), vmm::format_size(pages_->page_size()),
@@ -116,7 +117,7 @@ void Destination::print_summary(const FaultMetrics::Summary& s, const nlohmann::
              options_.uffd_mode == vmm::UffdMode::Minor ? "UFFDIO_CONTINUE" : "UFFDIO_COPY", s.requested.faults,
              s.requested.p50_us, s.requested.p99_us, s.in_flight.faults, s.in_flight.p50_us, s.in_flight.p99_us,
              s.blocked_ms, by_vcpu_text(s), s.pages_requested, pages_->pages_pushed(),
-             pages_->chunks_skipped(), rounds_, j["downtime_ms"].get<double>(), source_stop_ms_, restore_ms_,
+             pages_->chunks_skipped(), rounds_, j["downtime_ms"].get<double>(), source_stop_ms_, restore_ms_, commit_ms_,
              j["total_ms"].get<double>(), j["link_pauses"].size(), paused_ms, load["events"].get<uint64_t>(),
              load["reads"].get<uint64_t>(), load["max_events_per_read"].get<uint64_t>(), cpu_ms, wall_ms,
              wall_ms > 0 ? 100 * cpu_ms / wall_ms : 0.0);

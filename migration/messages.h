@@ -11,19 +11,24 @@
 //   Pages (final dirty set, precopy) ──────▶
 //   VmState ───────────────────────────────▶ restore
 //   StaleChunks... (hybrid) ───────────────▶ chunks written since they were sent: missing again
-//   PostcopyBegin{page size, stale ranges} ▶ register uffd MINOR, start vCPUs
+//   PostcopyBegin{page size, stale ranges} ▶ register uffd MINOR, vCPU threads made, held
 //   (no message carries a bitmap of all of RAM: switchover does not grow with it)
-//               ◀─────────────────────────── Started
+//               ◀─────────────────────────── Started (restored, and running nothing yet)
+//   Pages{Last} (background push) ─────────▶ UFFDIO_CONTINUE (before and after the commit)
+//   StartedAck ────────────────────────────▶ commit point: the source let go for good;
+//                                            the destination's vCPUs start only now
 //               ◀─────────────────────────── PageRequest (urgent connection)
 //   Pages{Urgent, Last} (urgent conn.) ────▶ UFFDIO_CONTINUE
-//   Pages{Last} (background push) ─────────▶ UFFDIO_CONTINUE
-//   StartedAck ────────────────────────────▶ (commit point: the source lets go)
 //               ◀─────────────────────────── Complete
 //   CompleteAck ───────────────────────────▶ (the source heard it: both may end)
 //   Heartbeat ◀──────────────────────────▶ Heartbeat (main connection, while postcopy idles)
 //
-// A lost link after StartedAck (reset, close, or silence for --link-timeout):
-// the destination keeps listening, the source redials:
+// A lost link before Started reaches the source: it resumes its own guest,
+// and the destination, whose vCPUs never ran, gives up after the recovery
+// timeout. Lost after the source got Started (committed) but before StartedAck
+// arrived, or at any time after: the destination keeps listening, the source
+// redials, and the reconnection is the commit for a destination still waiting:
+//
 //   Hello{Main, same session, resume} ─────▶
 //               ◀─────────────────────────── HelloReply{accepted}
 //   Hello{Urgent, same session, resume} ───▶

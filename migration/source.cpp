@@ -330,8 +330,8 @@ SourceReport Source::run() {
   } catch (const std::exception& e) {
     report.error = e.what();
     // Before the commit point the destination has not taken the guest over
-    // (a destination that started it without hearing StartedAck pauses it
-    // and waits for a reconnection that will not come): it resumes here.
+    // (it runs no vCPU before StartedAck, and waits for a reconnection that
+    // will not come): it resumes here.
     if (switched && !committed_) {
       report.resumed_here = true;  // the caller resumes it, as for any failure before switchover
       switched = false;

@@ -241,6 +241,25 @@ TEST(LinkRecovery, CompleteLostWithTheLinkEndsWellOnBothSides) {
   EXPECT_EQ(r.src_serial.find("VERIFY"), std::string::npos) << "the guest ran on the source too:\n" << r.src_serial;
 }
 
+// The link goes at the frame boundary before Started reaches the source: the
+// source never commits and resumes its guest; the destination, which holds
+// its restored vCPUs until the source lets go, never runs it. One copy ran.
+TEST(LinkRecovery, StartedLostLeavesTheGuestOnTheSourceAlone) {
+  NEEDS_KVM();
+  Case s("--fault reset@1:back:Started");
+  s.recovery_timeout = 3;
+  Outcome r = run(s);
+  EXPECT_EQ(fired(r), 1u) << all(r);
+  EXPECT_EQ(r.src_rc, 0) << all(r);
+  EXPECT_NE(r.src.find("the guest runs here again"), std::string::npos) << all(r);
+  EXPECT_NE(r.src_serial.find("VERIFY OK pages="), std::string::npos) << r.src_serial;
+  EXPECT_EQ(r.dst_rc, 125) << all(r);
+  EXPECT_NE(r.dst.find("never said it let go of the guest: it runs there, and never ran here"), std::string::npos)
+      << all(r);
+  EXPECT_EQ(r.dst.find("guest running here"), std::string::npos) << all(r);
+  EXPECT_TRUE(r.dst_serial.empty()) << "the guest printed on the destination too:\n" << r.dst_serial;
+}
+
 TEST(LinkRecovery, ResetDuringTheVmStateResumesTheGuestOnTheSource) {
   NEEDS_KVM();
   // The first bytes after the Hello are the VM state: before the commit point.
