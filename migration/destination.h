@@ -66,6 +66,8 @@ class Destination {
   void switch_over(const PostcopyBegin& begin, uint64_t stale_ranges, Clock::time_point t_state);
   void start_guest(const PostcopyBegin& begin);
   void go();
+  // Every page is here and the source has let go of the guest.
+  bool postcopy_done() const { return complete_ && started_acked_; }
   void register_postcopy();
   void receive_postcopy();
   void urgent_loop();

@@ -17,9 +17,16 @@ using vmm::ms_between;
 void Destination::urgent_loop() {
   vmm::make_current_thread_urgent("urgent-recv");
   try {
-    while (!complete_) {
+    while (!postcopy_done()) {
       std::array<uint8_t, kHeaderSize> raw;
       FrameHeader h = link_.urgent().receive_header(raw);
+      if (h.type == FrameType::StartedAck) {  // the commit: here, not behind the push
+        std::vector<uint8_t> payload(h.length);
+        link_.urgent().read_exact(payload);
+        verify_crc(raw, payload, h.crc);
+        go();
+        continue;
+      }
       if (h.type != FrameType::Pages || !(h.flags & kPagesUrgent))
         throw ProtocolError(fmt::format("unexpected {} on the urgent connection", frame_type_name(h.type)));
       pages_->receive_pages(link_.urgent(), raw, h, true);
@@ -27,11 +34,11 @@ void Destination::urgent_loop() {
     }
   } catch (const ConnectionError& e) {
     // A lost link: the main thread finds its connection ended too, and recovers.
-    if (complete_) return;
+    if (postcopy_done()) return;
     spdlog::debug("receive: urgent connection: {}", e.what());
     link_.main().shutdown();
   } catch (const std::exception& e) {
-    if (complete_) return;
+    if (postcopy_done()) return;
     std::lock_guard lock(error_mutex_);
     error_ = fmt::format("urgent connection: {}", e.what());
     link_.main().shutdown();

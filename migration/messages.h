@@ -15,7 +15,7 @@
 //   (no message carries a bitmap of all of RAM: switchover does not grow with it)
 //               ◀─────────────────────────── Started (restored, and running nothing yet)
 //   Pages{Last} (background push) ─────────▶ UFFDIO_CONTINUE (before and after the commit)
-//   StartedAck ────────────────────────────▶ commit point: the source let go for good;
+//   StartedAck (urgent connection) ────────▶ commit point: the source let go for good;
 //                                            the destination's vCPUs start only now
 //               ◀─────────────────────────── PageRequest (urgent connection)
 //   Pages{Urgent, Last} (urgent conn.) ────▶ UFFDIO_CONTINUE

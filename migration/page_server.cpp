@@ -132,7 +132,9 @@ void PageServer::watch_main() {
       // The commit point: from here the guest lives on the destination, and a
       // lost link is recovered, never answered by resuming the guest here.
       committed_ = true;
-      main_.send(FrameType::StartedAck, 0, {});
+      // On the urgent connection: the destination's vCPUs wait for it, and on
+      // the main one it queued behind the push (3.3 ms median at 64 MiB).
+      urgent_.send(FrameType::StartedAck, 0, {});
       spdlog::info("postcopy: destination runs the guest (restore took {} us there)",
                    decode_started(f.payload).restore_us);
     }
