@@ -111,6 +111,9 @@ void PageServer::serve_requests() {
 }
 
 void PageServer::watch_main() {
+  // On the commit path (Started in, StartedAck out, while the destination's
+  // vCPUs wait) and idle otherwise: it must not wait behind the push for a core.
+  vmm::make_current_thread_urgent("watch-main");
   try {
     for (;;) {
       Frame f = main_.receive();
