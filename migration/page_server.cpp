@@ -136,7 +136,7 @@ void PageServer::watch_main() {
       // lost link is recovered, never answered by resuming the guest here.
       committed_ = true;
       // On the urgent connection: the destination's vCPUs wait for it, and on
-      // the main one it queued behind the push (3.3 ms median at 64 MiB).
+      // the main one it queued behind the push (docs/lab, 2026-12-04).
       urgent_.send(FrameType::StartedAck, 0, {});
       spdlog::info("postcopy: destination runs the guest (restore took {} us there)",
                    decode_started(f.payload).restore_us);
