@@ -14,6 +14,7 @@
 #include "error.h"
 #include "fault_resolver.h"
 #include "hugepages.h"
+#include "pagemap.h"
 #include "thread_priority.h"
 #include "vm_state.h"
 
@@ -35,10 +36,12 @@ Destination::~Destination() {
     } catch (const std::exception&) {
     }
   }
-  // A failed postcopy may leave the vCPU blocked in a userfault: closing the
-  // userfaultfd releases it, so the vCPU thread can be stopped and joined.
-  uffd_.reset();
+  // The vCPUs stop first: a vCPU blocked in a userfault is kicked out of it
+  // (KVM's fault waits interruptibly, and KVM_RUN returns EINTR), where
+  // closing the userfaultfd first would release it onto a page whose data
+  // never came.
   vcpu_.reset();
+  uffd_.reset();
 }
 
 // Precopy pages and rounds, then the switchover: VmState, the stale chunks
@@ -146,6 +149,31 @@ void Destination::register_postcopy() {
     vmm::throw_errno(fmt::format("UFFDIO_REGISTER(MODE_{})",
                                  options_.uffd_mode == vmm::UffdMode::Minor ? "MINOR" : "MISSING"));
   }
+  check_primary_view();
+}
+
+// A page mapped in the primary view never faults: were it missing, the guest
+// would read whatever the page cache holds there (zeros) instead of waiting
+// for its data. Only pages that are here may be mapped (MINOR), and in
+// MISSING mode none (each lands by UFFDIO_COPY, which a mapped page refuses).
+// Before the vCPUs exist and Started is sent, so that a failure leaves the
+// guest on the source.
+void Destination::check_primary_view() const {
+  uint64_t page = pages_->page_size();
+  uint64_t wrong = 0, first = 0;
+  auto t0 = Clock::now();
+  auto mapped = vmm::mapped_ranges(machine_->memory().primary(), hello_.mem_size);
+  spdlog::debug("receive: {} runs mapped in the primary view, scanned in {:.3f} ms", mapped.size(),
+                ms_between(t0, Clock::now()));
+  for (const auto& r : mapped)
+    for (uint64_t at = r.begin / page * page; at < r.end; at += page) {
+      bool fine = options_.uffd_mode == vmm::UffdMode::Minor && pages_->state(at / page) == PageState::Present;
+      if (!fine && !wrong++) first = at;
+    }
+  if (wrong)
+    throw vmm::Error(fmt::format("{} guest pages not placed here are mapped in the primary view, where they would "
+                                 "never fault (the first at gpa {:#x}): the guest must not run on them",
+                                 wrong, first));
 }
 
 void Destination::start_guest(const PostcopyBegin& begin) {

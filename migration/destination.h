@@ -69,6 +69,7 @@ class Destination {
   // Every page is here and the source has let go of the guest.
   bool postcopy_done() const { return complete_ && started_acked_; }
   void register_postcopy();
+  void check_primary_view() const;
   void receive_postcopy();
   void urgent_loop();
   // A lost link is replaced by the source's reconnection of the same migration.
