@@ -31,6 +31,7 @@ inline void add_push_rate_option(CLI::App* cmd, double& mib_per_s) {
 struct LinkTimeouts {
   double link_s = 5;
   double recovery_s = 300;
+  double connect_s = 10;  // the source's alone: --connect-timeout
 };
 inline void add_link_options(CLI::App* cmd, LinkTimeouts& t) {
   cmd->add_option("--link-timeout", t.link_s,
@@ -42,6 +43,16 @@ inline void add_link_options(CLI::App* cmd, LinkTimeouts& t) {
                   "Seconds a lost postcopy link may take to come back (the source redials, the destination keeps "
                   "listening) before each side gives up")
       ->check(CLI::Range(0.0, 86400.0))
+      ->capture_default_str();
+}
+
+// --connect-timeout, the same on `run` and `migrate`.
+inline void add_connect_option(CLI::App* cmd, LinkTimeouts& t) {
+  cmd->add_option("--connect-timeout", t.connect_s,
+                  "Seconds the source keeps trying to connect and complete its handshake (a refused, closed or "
+                  "silent connection is tried again, with backoff from 0.1 s to 2 s); a refusal or another key "
+                  "ends it at once")
+      ->check(CLI::Range(0.0, 3600.0))
       ->capture_default_str();
 }
 

@@ -32,7 +32,8 @@ void run(const MigrateOptions& o) {
                                                  {"precopy_rounds", o.precopy_rounds},
                                                  {"postcopy_push_rate_mib", o.push_rate_mib},
                                                  {"link_timeout_s", o.link.link_s},
-                                                 {"recovery_timeout_s", o.link.recovery_s}});
+                                                 {"recovery_timeout_s", o.link.recovery_s},
+                                                 {"connect_timeout_s", o.link.connect_s}});
   std::cout << reply.dump(2) << "\n";
   if (!reply.value("ok", false)) {
     std::cerr << "migrate: " << reply.value("error", std::string("failed")) << "\n";
@@ -71,6 +72,7 @@ void add_migrate_command(CLI::App& app) {
   cmd->add_option("--precopy-rounds", opts->precopy_rounds, "Dirty-log rounds after the first pass (0: default)");
   add_push_rate_option(cmd, opts->push_rate_mib);
   add_link_options(cmd, opts->link);
+  add_connect_option(cmd, opts->link);
   add_psk_option(cmd, opts->psk_file);
   cmd->callback([opts] { run(*opts); });
 }

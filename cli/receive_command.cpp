@@ -22,7 +22,7 @@ struct ReceiveOptions {
   std::string uffd_mode = "minor";
   std::string report;
   std::string serial_log;
-  double handshake_timeout = 30;
+  double handshake_timeout = 5;
   double accept_timeout = 0;  // 0: wait for a source for ever
   LinkTimeouts link;
   std::string psk_file;
@@ -74,8 +74,9 @@ void add_receive_command(CLI::App& app) {
       "reconnection of the same migration, then the source resends what was lost. Past --recovery-timeout both\n"
       "sides give up and say how many pages never came.\n"
       "Connections that fail their handshake (no key or another key with --psk-file, a malformed or refused\n"
-      "Hello, silence past --handshake-timeout) are logged and dropped, and listening goes on; at most 8 are in\n"
-      "their handshake at once.\n"
+      "Hello, no Hello within --handshake-timeout of connecting) are logged and dropped, and listening goes on.\n"
+      "At most 16 are in their handshake at once (one more ends the oldest of the address holding the most),\n"
+      "and at most 2 from one address (more are closed as they come).\n"
       "Example: vmm receive --listen 127.0.0.1:4444 --memory hugetlb-1g --report report.json");
   cmd->add_option("--listen", opts->listen, "HOST:PORT to accept the source's two connections on")->required();
   add_memory_option(cmd, opts->memory, "Guest RAM backend on this host");
@@ -90,7 +91,8 @@ void add_receive_command(CLI::App& app) {
   cmd->add_option("--report", opts->report, "Write the per-fault metrics report (JSON) here");
   cmd->add_option("--serial-log", opts->serial_log, "Write the guest's serial output here instead of stdout");
   cmd->add_option("--handshake-timeout", opts->handshake_timeout,
-                  "Seconds a connected source may stay silent during the handshake")
+                  "Seconds from a connection's arrival to its Hello (TLS included); a connection that has not "
+                  "sent it by then is dropped")
       ->check(CLI::Range(0.1, 3600.0))
       ->capture_default_str();
   cmd->add_option("--accept-timeout", opts->accept_timeout,

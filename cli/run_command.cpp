@@ -44,9 +44,9 @@ struct RunOptions {
   uint32_t vcpus = 1;
 };
 
-migration::LinkOptions link_options(double link_s, double recovery_s) {
+migration::LinkOptions link_options(double link_s, double recovery_s, double connect_s) {
   auto ms = [](double s) { return std::chrono::milliseconds(static_cast<int64_t>(s * 1000)); };
-  return {ms(link_s), ms(recovery_s)};
+  return {ms(link_s), ms(recovery_s), ms(connect_s)};
 }
 
 constexpr uint64_t kDefaultMemSize = 256ULL << 20;
@@ -141,14 +141,16 @@ nlohmann::json handle_api(Machine& machine, VcpuThreads& vcpu, const nlohmann::j
   double rate = body.value("postcopy_push_rate_mib", 0.0);
   if (!(rate >= 0)) return {{"ok", false}, {"error", "postcopy_push_rate_mib must be 0 or more"}};
   double link_s = body.value("link_timeout_s", 5.0), recovery_s = body.value("recovery_timeout_s", 300.0);
-  if (!(link_s >= 0.2) || !(recovery_s >= 0))
-    return {{"ok", false}, {"error", "link_timeout_s must be at least 0.2 and recovery_timeout_s 0 or more"}};
+  double connect_s = body.value("connect_timeout_s", 10.0);
+  if (!(link_s >= 0.2) || !(recovery_s >= 0) || !(connect_s >= 0))
+    return {{"ok", false},
+            {"error", "link_timeout_s must be at least 0.2, recovery_timeout_s and connect_timeout_s 0 or more"}};
   migration::SourceOptions so;
   so.to = body.value("to", "");
   so.mode = parse_mode(mode);
   so.precopy_rounds = body.value("precopy_rounds", 0u);
   so.push_rate = mib_per_s(rate);
-  so.link = link_options(link_s, recovery_s);
+  so.link = link_options(link_s, recovery_s, connect_s);
   so.status = &g_status;
   so.tls = g_tls;
   try {
@@ -208,7 +210,7 @@ migration::SourceOptions source_options(const RunOptions& o) {
   so.precopy_rounds = o.precopy_rounds;
   so.converge_chunks = o.converge_kib / 4;
   so.push_rate = mib_per_s(o.push_rate_mib);
-  so.link = link_options(o.link.link_s, o.link.recovery_s);
+  so.link = link_options(o.link.link_s, o.link.recovery_s, o.link.connect_s);
   so.status = &g_status;
   so.tls = g_tls;
   return so;
@@ -321,6 +323,7 @@ void add_run_command(CLI::App& app) {
       ->capture_default_str();
   add_push_rate_option(cmd, opts->push_rate_mib);
   add_link_options(cmd, opts->link);
+  add_connect_option(cmd, opts->link);
   add_psk_option(cmd, opts->psk_file);
   cmd->callback([opts] { run(*opts); });
 }

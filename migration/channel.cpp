@@ -61,7 +61,7 @@ void Channel::write_frame(FrameType type, const Buffers& bufs, uint64_t bytes) {
     asio::write(socket_, bufs, ec);
   if (ec)
     throw ConnectionError(fmt::format("sending {} to {} failed: {}", frame_type_name(type), peer_, ec.message()));
-  bytes_sent_ += bytes;
+  bytes_sent_.fetch_add(bytes, std::memory_order_relaxed);
 }
 
 void Channel::send(FrameType type, uint32_t flags, std::span<const uint8_t> payload) {
@@ -183,7 +183,7 @@ FrameHeader Channel::receive_header(std::array<uint8_t, kHeaderSize>& raw) {
                                       receive_timeout_.count()));
   if (ec == asio::error::eof) throw PeerClosed(fmt::format("{} closed the connection", peer_));
   if (ec) throw ConnectionError(fmt::format("receiving from {} failed: {}", peer_, ec.message()));
-  bytes_received_ += kHeaderSize;
+  bytes_received_.fetch_add(kHeaderSize, std::memory_order_relaxed);
   if (!tls_ && raw[0] == 0x16 && raw[1] == 0x03)  // a TLS handshake record
     throw ProtocolError(fmt::format("{} speaks TLS (it was given --psk-file) and this side has no key: run both "
                                     "sides with the same --psk-file", peer_));
@@ -198,7 +198,7 @@ void Channel::read_exact(std::span<uint8_t> out) {
     throw ConnectionError(fmt::format("frame from {} did not arrive whole within {} ms", peer_,
                                       receive_timeout_.count()));
   if (ec) throw ConnectionError(fmt::format("frame from {} is truncated: {}", peer_, ec.message()));
-  bytes_received_ += out.size();
+  bytes_received_.fetch_add(out.size(), std::memory_order_relaxed);
 }
 
 void Channel::read_scatter(const std::vector<asio::mutable_buffer>& bufs, size_t total) {
@@ -208,7 +208,7 @@ void Channel::read_scatter(const std::vector<asio::mutable_buffer>& bufs, size_t
     throw ConnectionError(fmt::format("frame from {} did not arrive whole within {} ms", peer_,
                                       receive_timeout_.count()));
   if (ec || n != total) throw ConnectionError(fmt::format("frame from {} is truncated: {}", peer_, ec.message()));
-  bytes_received_ += n;
+  bytes_received_.fetch_add(n, std::memory_order_relaxed);
 }
 
 Frame Channel::receive() {

@@ -7,6 +7,7 @@
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <mutex>
@@ -26,6 +27,13 @@ class ConnectionError : public std::runtime_error {
 
 // The peer closed the connection cleanly between frames (EOF at a frame's start).
 class PeerClosed : public ConnectionError {
+ public:
+  using ConnectionError::ConnectionError;
+};
+
+// The TLS handshake failed on what the peer holds (another key, no key, a
+// certificate), not on the connection: trying again cannot help.
+class AuthError : public ConnectionError {
  public:
   using ConnectionError::ConnectionError;
 };
@@ -89,8 +97,9 @@ class Channel {
   bool peer_sent_plaintext_frame(std::chrono::milliseconds timeout);
 
   const std::string& peer() const { return peer_; }
-  uint64_t bytes_sent() const { return bytes_sent_; }
-  uint64_t bytes_received() const { return bytes_received_; }
+  // Read by other threads (progress, the report) while this one counts.
+  uint64_t bytes_sent() const { return bytes_sent_.load(std::memory_order_relaxed); }
+  uint64_t bytes_received() const { return bytes_received_.load(std::memory_order_relaxed); }
 
  private:
   template <typename Buffers>
@@ -105,8 +114,8 @@ class Channel {
   std::string peer_;
   std::unique_ptr<TlsStream> tls_;
   std::mutex send_mutex_;
-  uint64_t bytes_sent_ = 0;
-  uint64_t bytes_received_ = 0;
+  std::atomic<uint64_t> bytes_sent_{0};
+  std::atomic<uint64_t> bytes_received_{0};
   std::chrono::milliseconds receive_timeout_{0};
   std::chrono::steady_clock::time_point frame_deadline_{};  // of the frame being received
 };

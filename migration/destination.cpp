@@ -50,6 +50,7 @@ void Destination::receive_until_postcopy() {
   bool have_state = false;
   uint64_t stale_ranges = 0;
   Clock::time_point t_state{}, t_state_done{};
+  phases_.to(DestinationPhase::Precopy);
   for (;;) {
     std::array<uint8_t, kHeaderSize> raw;
     FrameHeader h = link_.main().receive_header(raw);
@@ -66,6 +67,8 @@ void Destination::receive_until_postcopy() {
         spdlog::debug("receive: precopy round {} done", rounds_);
         break;
       case FrameType::VmState:
+        if (have_state) throw ProtocolError("a second VmState");
+        phases_.to(DestinationPhase::Restoring);
         t_state = Clock::now();
         restore_state(f.payload);
         t_state_done = Clock::now();
@@ -112,6 +115,7 @@ void Destination::switch_over(const PostcopyBegin& begin, uint64_t stale_ranges,
   restore_parts_.start_ms = ms_between(t_start, t_started);
   restore_ms_ = ms_between(t_state, t_started);
   t_started_sent_ = Clock::now();
+  phases_.to(DestinationPhase::Held, "Started sent");
   link_.main().send(FrameType::Started, 0, encode(Started{static_cast<uint64_t>(restore_ms_ * 1000)}));
 }
 
@@ -120,6 +124,7 @@ void Destination::switch_over(const PostcopyBegin& begin, uint64_t stale_ranges,
 void Destination::go() {
   if (started_acked_.exchange(true)) return;
   commit_ms_ = ms_between(t_started_sent_, Clock::now());
+  phases_.to(DestinationPhase::Postcopy, "the source let go");
   vcpu_->resume();
   spdlog::info("receive: guest running here (the source let go {:.2f} ms after Started)", commit_ms_);
 }
@@ -311,6 +316,17 @@ void Destination::finish_postcopy() {
 }
 
 int Destination::run() {
+  try {
+    return run_phases();
+  } catch (const std::exception& e) {
+    auto was = phases_.now();
+    if (phases_.to_unless_final(DestinationPhase::Failed, e.what()))
+      spdlog::info("receive: the migration failed in phase {}", phase_name(was));
+    throw;
+  }
+}
+
+int Destination::run_phases() {
   link_.listen(options_.listen);
   spdlog::info("receive: listening on {} for a migration, RAM on {}{}", options_.listen,
                vmm::backend_name(options_.backend), options_.tls ? ", TLS 1.3 with the pre-shared key" : "");
@@ -319,6 +335,7 @@ int Destination::run() {
                                   options_.accept_timeout, "source");
   link_.set_main(std::move(first.channel));
   hello_ = first.hello;
+  phases_.to(DestinationPhase::Handshake, link_.main().peer());
   t_hello_ = last_progress_ = Clock::now();
   HelloReply reply = accept_source(hello_);
   link_.main().send(FrameType::HelloReply, 0, encode(reply));
@@ -343,7 +360,8 @@ int Destination::run() {
   receive_until_postcopy();
   receive_postcopy();
   finish_postcopy();
-  if (resolver_) tell_source_complete();
+  tell_source_complete();
+  phases_.to(DestinationPhase::Completed);
   write_report();
   vmm::VcpuOutcome out = vcpu_->wait();
   if (out.reason != vmm::StopReason::GuestExit)

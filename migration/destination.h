@@ -22,6 +22,7 @@
 #include "machine.h"
 #include "messages.h"
 #include "page_states.h"
+#include "phase.h"
 #include "userfaultfd.h"
 #include "vcpu_thread.h"
 
@@ -33,9 +34,9 @@ struct DestinationOptions {
   vmm::GmemBind gmem_bind = vmm::GmemBind::Fd;
   vmm::UffdMode uffd_mode = vmm::UffdMode::Minor;
   std::string report_path;
-  // How long the source may take to speak during the handshake (the first
+  // From a connection's arrival to its Hello, TLS included (the first
   // connection may come any time: `vmm receive` waits for a migration).
-  std::chrono::milliseconds handshake_timeout{30000};
+  std::chrono::milliseconds handshake_timeout{5000};
   // How long to wait for that first connection's handshake to complete;
   // 0: for ever (a destination that serves). Scripts and tests bound it.
   std::chrono::milliseconds accept_timeout{0};
@@ -54,9 +55,12 @@ class Destination {
   ~Destination();
   // Receives one migration, runs the guest to its end; returns its exit code.
   int run();
+  // The phase machine's current phase (phase.h).
+  DestinationPhase phase() const { return phases_.now(); }
 
  private:
   // "" or why a first Hello is refused before anything is allocated.
+  int run_phases();
   std::string check_first_hello(const Hello& hello) const;
   HelloReply accept_source(const Hello& hello);
   void build_guest(const Hello& hello, bool postcopy);
@@ -75,6 +79,7 @@ class Destination {
   // A lost link is replaced by the source's reconnection of the same migration.
   void recover(const std::string& why);
   bool take_reconnection(std::chrono::milliseconds left);
+  bool await_reconnection(Clock::time_point deadline);
   void start_link_threads();
   void stop_link_threads();
   void finish_postcopy();
@@ -92,6 +97,7 @@ class Destination {
   DestinationOptions options_;
   boost::asio::io_context io_;
   DestinationLink link_{io_, options_.tls};
+  DestinationPhases phases_{"receive", DestinationPhase::Listening};
   std::atomic<bool> started_acked_{false};  // the source let go of the guest (StartedAck)
   struct Pause {
     double ms;

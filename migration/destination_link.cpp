@@ -35,17 +35,19 @@ void DestinationLink::listen(const std::string& host_port) {
   acceptor_->listen();
 }
 
-std::unique_ptr<Channel> DestinationLink::accept_now() {
+std::pair<std::unique_ptr<Channel>, std::string> DestinationLink::accept_now() {
   tcp::socket socket(acceptor_->get_executor());
   boost::system::error_code ec;
   acceptor_->accept(socket, ec);
   if (ec) {
     spdlog::warn("receive: accept failed: {}", ec.message());
-    return nullptr;
+    return {};
   }
   auto ep = socket.remote_endpoint(ec);
-  std::string peer = ec ? std::string("source") : fmt::format("{}:{}", ep.address().to_string(), ep.port());
-  return std::make_unique<Channel>(std::move(socket), peer);
+  if (ec) return {};  // gone already
+  std::string address = ep.address().to_string();
+  std::string peer = fmt::format("{}:{}", address, ep.port());
+  return {std::make_unique<Channel>(std::move(socket), peer), address};
 }
 
 namespace {
@@ -53,11 +55,14 @@ namespace {
 // One connection in its handshake, on its own thread.
 struct Pending {
   std::unique_ptr<Channel> channel;
+  std::string address;  // the peer's IP address, which the per-address bound counts
+  std::chrono::steady_clock::time_point since;
   std::thread thread;
   std::atomic<bool> done{false};
   bool accepted = false;
   Hello hello;
   std::string failure;
+  std::string cut;  // why this side ended it (the deadline, a newer connection)
 };
 
 void refuse(Channel& ch, const std::string& reason) {
@@ -109,14 +114,18 @@ void end_all(std::vector<std::unique_ptr<Pending>>& pending) {
 
 // Runs one connection's handshake on its own thread, which writes to `wake`
 // when it is done.
-std::unique_ptr<Pending> start_handshake(std::unique_ptr<Channel> ch, TlsConfig* tls,
+std::unique_ptr<Pending> start_handshake(std::unique_ptr<Channel> ch, std::string address, TlsConfig* tls,
                                          std::chrono::milliseconds timeout,
                                          const std::function<std::string(const Hello&)>& check, int wake) {
   auto p = std::make_unique<Pending>();
   p->channel = std::move(ch);
+  p->address = std::move(address);
+  p->since = std::chrono::steady_clock::now();
   Pending* raw = p.get();
   p->thread = std::thread([raw, tls, timeout, &check, wake] {
-    handshake(*raw, tls, timeout, check);
+    // The deadline is the accept loop's (cut_expired); the thread's own
+    // timeouts are only a backstop, so that a handshake cut says why.
+    handshake(*raw, tls, timeout * 2, check);
     raw->done = true;
     uint64_t one = 1;
     (void)!::write(wake, &one, sizeof one);
@@ -142,10 +151,61 @@ std::optional<Arrival> take_finished(std::vector<std::unique_ptr<Pending>>& pend
       return a;
     }
     spdlog::warn("receive: dropped a connection from {} ({}): {}; still listening", p.channel->peer(), what,
-                 p.failure);
+                 p.cut.empty() ? p.failure : p.cut);
     it = pending.erase(it);
   }
   return std::nullopt;
+}
+
+// Ends one handshake from this side; its thread then finishes and is joined.
+void cut(Pending& p, std::string why) {
+  if (!p.cut.empty() || p.done) return;
+  p.cut = std::move(why);
+  p.channel->shutdown();
+}
+
+// Handshakes past their deadline are cut. Returns the time until the next
+// deadline, or `none` when no handshake runs.
+std::chrono::milliseconds cut_expired(std::vector<std::unique_ptr<Pending>>& pending, std::chrono::milliseconds limit,
+                                      std::chrono::milliseconds none) {
+  auto now = std::chrono::steady_clock::now();
+  auto next = none;
+  for (auto& p : pending) {
+    if (p->done || !p->cut.empty()) continue;
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(p->since + limit - now);
+    if (left.count() <= 0) {
+      cut(*p, fmt::format("no Hello within the handshake deadline ({:g} s, --handshake-timeout)",
+                          static_cast<double>(limit.count()) / 1000));
+      continue;
+    }
+    if (next.count() < 0 || left < next) next = left;
+  }
+  return next;
+}
+
+// The handshakes that still count against the bounds.
+size_t live(const std::vector<std::unique_ptr<Pending>>& pending, const std::string* address = nullptr) {
+  size_t n = 0;
+  for (auto& p : pending)
+    if (!p->done && p->cut.empty() && (!address || p->address == *address)) n++;
+  return n;
+}
+
+// Room for one more: the oldest handshake of the address that holds the most
+// of them goes. A source completes its handshake in milliseconds, so the
+// oldest of a crowd is the likeliest stray, and one address cannot take the
+// places of all the others.
+void make_room(std::vector<std::unique_ptr<Pending>>& pending) {
+  Pending* victim = nullptr;
+  size_t victim_count = 0;
+  for (auto& p : pending) {
+    if (p->done || !p->cut.empty()) continue;
+    size_t n = live(pending, &p->address);
+    if (!victim || n > victim_count || (n == victim_count && p->since < victim->since)) victim = p.get(), victim_count = n;
+  }
+  if (victim)
+    cut(*victim, fmt::format("ended for a newer connection: {} handshakes at once is the bound",
+                             DestinationLink::kMaxPendingHandshakes));
 }
 
 }  // namespace
@@ -163,7 +223,7 @@ Arrival DestinationLink::accept_hello(const std::function<std::string(const Hell
   if (!finished) vmm::throw_errno("eventfd");
   for (;;) {
     if (auto arrival = take_finished(pending, what)) return std::move(*arrival);
-    int wait_ms = -1;
+    auto wait = cut_expired(pending, handshake_timeout, std::chrono::milliseconds(-1));
     if (deadline.count() > 0) {
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
       if (left.count() <= 0) {
@@ -171,23 +231,26 @@ Arrival DestinationLink::accept_hello(const std::function<std::string(const Hell
         throw ConnectionError(fmt::format("no {} connection completed its handshake within {:g} s", what,
                                           static_cast<double>(deadline.count()) / 1000));
       }
-      wait_ms = static_cast<int>(left.count());
+      if (wait.count() < 0 || left < wait) wait = left;
     }
     std::array<pollfd, 2> fds{pollfd{acceptor_->native_handle(), POLLIN, 0}, pollfd{finished.get(), POLLIN, 0}};
-    if (::poll(fds.data(), fds.size(), wait_ms) <= 0) continue;
+    // +1: wake just past a deadline, not just before it.
+    if (::poll(fds.data(), fds.size(), wait.count() < 0 ? -1 : static_cast<int>(wait.count()) + 1) <= 0) continue;
     if (fds[1].revents) {
       uint64_t n;
       (void)!::read(finished.get(), &n, sizeof n);
     }
     if (!fds[0].revents) continue;
-    auto ch = accept_now();
+    auto [ch, address] = accept_now();
     if (!ch) continue;
-    if (pending.size() >= kMaxPendingHandshakes) {
-      spdlog::warn("receive: closed a connection from {} at once: {} others are in their handshake", ch->peer(),
-                   pending.size());
+    if (size_t n = live(pending, &address); n >= kMaxPendingPerAddress) {
+      spdlog::warn("receive: closed a connection from {} at once: {} others from {} are in their handshake",
+                   ch->peer(), n, address);
       continue;
     }
-    pending.push_back(start_handshake(std::move(ch), tls_.get(), handshake_timeout, check, finished.get()));
+    if (live(pending) >= kMaxPendingHandshakes) make_room(pending);
+    pending.push_back(
+        start_handshake(std::move(ch), std::move(address), tls_.get(), handshake_timeout, check, finished.get()));
   }
 }
 

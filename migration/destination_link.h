@@ -13,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "channel.h"
@@ -31,9 +32,12 @@ struct Arrival {
 
 class DestinationLink {
  public:
-  // At most this many connections are in their handshake at once; more are
-  // closed as they come.
-  static constexpr size_t kMaxPendingHandshakes = 8;
+  // At most this many connections are in their handshake at once: one more
+  // ends the oldest of the address that holds the most. From one address, at
+  // most kMaxPendingPerAddress: more are closed as they come. A source opens
+  // one connection at a time.
+  static constexpr size_t kMaxPendingHandshakes = 16;
+  static constexpr size_t kMaxPendingPerAddress = 2;
 
   // `tls`: the key every connection must prove (nullptr: plaintext).
   DestinationLink(boost::asio::io_context& io, std::shared_ptr<TlsConfig> tls) : io_(io), tls_(std::move(tls)) {}
@@ -42,8 +46,9 @@ class DestinationLink {
   // Binds and listens on HOST:PORT; throws vmm::Error when it cannot.
   void listen(const std::string& host_port);
   // Takes connections until one completes its handshake within
-  // `handshake_timeout` of its arrival and sends a Hello that `check` lets
-  // in (it returns "" or the reason for a refusal, which is sent back).
+  // `handshake_timeout` of its arrival (TLS and Hello together: a peer that
+  // trickles bytes gains nothing) and sends a Hello that `check` lets in (it
+  // returns "" or the reason for a refusal, which is sent back).
   // Every other connection is refused or dropped, logged, and listening goes
   // on. ConnectionError when `deadline` passes first (0: wait for ever);
   // `what` names the connection in the log and that error.
@@ -79,7 +84,8 @@ class DestinationLink {
   uint64_t urgent_bytes() const { return urgent_before_ + urgent_->bytes_received(); }
 
  private:
-  std::unique_ptr<Channel> accept_now();
+  // The connection and its peer's IP address; none when accept failed.
+  std::pair<std::unique_ptr<Channel>, std::string> accept_now();
 
   boost::asio::io_context& io_;
   std::shared_ptr<TlsConfig> tls_;

@@ -101,6 +101,16 @@ bool Destination::take_reconnection(std::chrono::milliseconds left) {
   return false;
 }
 
+// Takes connections until this migration's reconnection is installed (true)
+// or `deadline` passes (false).
+bool Destination::await_reconnection(Clock::time_point deadline) {
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    if (left.count() <= 0) return false;
+    if (take_reconnection(left)) return true;
+  }
+}
+
 // The link is lost after the guest started here: keep it running on what it
 // has, keep listening, take the source's reconnection, say what we hold, ask
 // again for what was asked and not answered.
@@ -113,6 +123,7 @@ void Destination::recover(const std::string& why) {
     return;
   }
   auto t_lost = Clock::now();
+  phases_.to(DestinationPhase::Paused, why);
   stop_link_threads();
   uint64_t missing = pages_->npages() - pages_->present();
   // Before StartedAck the source may have resumed the guest itself: this
@@ -122,19 +133,15 @@ void Destination::recover(const std::string& why) {
                acked ? "the guest runs on the pages it has"
                      : "the guest has not run here and waits until the source confirms it let go",
                static_cast<double>(options_.link.recovery_timeout.count()) / 1000);
-  auto deadline = t_lost + options_.link.recovery_timeout;
-  for (;;) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-    if (left.count() <= 0 && !acked)
+  if (!await_reconnection(t_lost + options_.link.recovery_timeout)) {
+    if (!acked)
       throw vmm::Error(fmt::format("the source did not reconnect within {:.0f} s of the lost link ({}) and never "
                                    "said it let go of the guest: it runs there, and never ran here",
                                    static_cast<double>(options_.link.recovery_timeout.count()) / 1000, why));
-    if (left.count() <= 0)
-      throw vmm::Error(fmt::format("the source did not reconnect within {:.0f} s of the lost link ({}): {} pages "
-                                   "never came, and the guest cannot run without them",
-                                   static_cast<double>(options_.link.recovery_timeout.count()) / 1000, why,
-                                   pages_->npages() - pages_->present()));
-    if (take_reconnection(left)) break;
+    throw vmm::Error(fmt::format("the source did not reconnect within {:.0f} s of the lost link ({}): {} pages "
+                                 "never came, and the guest cannot run without them",
+                                 static_cast<double>(options_.link.recovery_timeout.count()) / 1000, why,
+                                 pages_->npages() - pages_->present()));
   }
   // The link goes up first: a fault from here on is requested by the
   // resolver itself, one before is in what is asked for again (a page asked
@@ -144,6 +151,7 @@ void Destination::recover(const std::string& why) {
   std::vector<uint64_t> again = pages_->outstanding();
   link_.request(again);
   // The source redials only once it let go of the guest (it got Started).
+  if (started_acked_) phases_.to(DestinationPhase::Postcopy, "the source reconnected");
   go();
   pauses_.push_back({ms_between(t_lost, Clock::now()), pages_->npages() - pages_->present(), again.size()});
   spdlog::info("postcopy: resumed after {:.0f} ms; {} pages still to come, {} asked for again", pauses_.back().ms,
@@ -180,22 +188,14 @@ bool Destination::source_heard_complete() {
 // leaves a guest with all its pages: it runs on, with a warning.
 void Destination::tell_source_complete() {
   if (complete_sent_ && (complete_acked_ || source_heard_complete())) return;
-  bool told = false;
+  phases_.to(DestinationPhase::Paused, "every page is here; the source has not heard it");
   stop_link_threads();
   bool acked = started_acked_;
   spdlog::warn("receive: every page is here, but the source has not heard it; waiting up to {:.0f} s for its "
                "reconnection to tell it{}",
                static_cast<double>(options_.link.recovery_timeout.count()) / 1000,
                acked ? "" : " (the guest waits until the source confirms it let go)");
-  auto deadline = Clock::now() + options_.link.recovery_timeout;
-  for (;;) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-    if (left.count() <= 0) break;
-    if (take_reconnection(left)) {
-      told = true;
-      break;
-    }
-  }
+  bool told = await_reconnection(Clock::now() + options_.link.recovery_timeout);
   if (!told && !acked)
     throw vmm::Error("every page came, but the source never confirmed it let go of the guest and did not reconnect: "
                      "it may run the guest, so this copy does not");

@@ -57,6 +57,7 @@ nlohmann::ordered_json Destination::report_json(const FaultMetrics::Summary& s) 
                        {"cpu_ms", load.cpu_ms},
                        {"wall_ms", load.wall_ms},
                        {"busy_fraction", load.wall_ms > 0 ? load.cpu_ms / load.wall_ms : 0.0}};
+  j["phases"] = phases_.to_json();
   j["precopy_rounds"] = rounds_;
   j["downtime_ms"] = source_stop_ms_ + restore_ms_ + commit_ms_;
   j["downtime_breakdown_ms"] = {{"source_stop_to_begin", source_stop_ms_},

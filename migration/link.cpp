@@ -1,5 +1,7 @@
 #include "link.h"
 
+#include <algorithm>
+
 namespace migration {
 
 Heartbeat::Heartbeat(Channel& ch, std::chrono::milliseconds interval) : ch_(ch) {
@@ -24,6 +26,14 @@ Heartbeat::~Heartbeat() {
   }
   cv_.notify_one();
   thread_.join();
+}
+
+std::optional<std::chrono::milliseconds> Backoff::next() {
+  using namespace std::chrono;
+  wait_ = wait_.count() ? std::min(wait_ * 2, milliseconds(2000)) : milliseconds(100);
+  auto left = duration_cast<milliseconds>(deadline_ - steady_clock::now());
+  if (left.count() <= 0) return std::nullopt;
+  return std::min(wait_, left);
 }
 
 }  // namespace migration

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "channel.h"
@@ -17,6 +18,22 @@ struct LinkOptions {
   std::chrono::milliseconds link_timeout{5000};
   // How long a lost link may stay lost before each side gives up.
   std::chrono::milliseconds recovery_timeout{300000};
+  // How long the source keeps trying to connect and complete its handshake
+  // before the migration begins (the destination may not listen yet, or a
+  // crowd of strangers may hold its door).
+  std::chrono::milliseconds connect_timeout{10000};
+};
+
+// Waits between attempts: 100 ms, doubling to at most 2 s, never past the
+// deadline. next() gives the next wait, or nothing once the deadline passed.
+class Backoff {
+ public:
+  explicit Backoff(std::chrono::steady_clock::time_point deadline) : deadline_(deadline) {}
+  std::optional<std::chrono::milliseconds> next();
+
+ private:
+  std::chrono::steady_clock::time_point deadline_;
+  std::chrono::milliseconds wait_{0};
 };
 
 // The link failed (reset, closed, silent) while postcopy ran: both sides keep

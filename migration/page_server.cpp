@@ -23,7 +23,7 @@ constexpr uint64_t kPushInFlightMin = 256 << 10;
 PageServer::PageServer(const uint8_t* mem, uint64_t mem_size, uint64_t dest_page_size,
                        const vmm::Bitmap& missing, const vmm::Bitmap& dest_nonzero,
                        std::function<vmm::Bitmap()> find_allocated, Channel& main, Channel& urgent,
-                       uint64_t push_rate, std::chrono::milliseconds link_timeout, std::atomic<bool>& committed)
+                       uint64_t push_rate, std::chrono::milliseconds link_timeout, std::function<void()> on_commit)
     : mem_(mem),
       page_size_(dest_page_size),
       npages_(mem_size / dest_page_size),
@@ -34,7 +34,7 @@ PageServer::PageServer(const uint8_t* mem, uint64_t mem_size, uint64_t dest_page
       push_rate_(push_rate),
       sent_(new std::atomic<uint8_t>[npages_]),
       link_timeout_(link_timeout),
-      committed_(committed) {
+      on_commit_(std::move(on_commit)) {
   for (uint64_t p = 0; p < npages_; p++) sent_[p] = missing.test(p) ? 0 : 1;
 }
 
@@ -134,7 +134,7 @@ void PageServer::watch_main() {
         throw ProtocolError(fmt::format("unexpected {} from the destination", frame_type_name(f.header.type)));
       // The commit point: from here the guest lives on the destination, and a
       // lost link is recovered, never answered by resuming the guest here.
-      committed_ = true;
+      on_commit_();
       // On the urgent connection: the destination's vCPUs wait for it, and on
       // the main one it queued behind the push (docs/lab, 2026-12-04).
       urgent_.send(FrameType::StartedAck, 0, {});

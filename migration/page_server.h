@@ -33,12 +33,12 @@ class PageServer {
   PageServer(const uint8_t* mem, uint64_t mem_size, uint64_t dest_page_size, const vmm::Bitmap& missing,
              const vmm::Bitmap& dest_nonzero, std::function<vmm::Bitmap()> find_allocated, Channel& main,
              Channel& urgent, uint64_t push_rate, std::chrono::milliseconds link_timeout,
-             std::atomic<bool>& committed);
+             std::function<void()> on_commit);
 
   // Serves until the destination reports Complete. Throws LinkLost when the
   // link failed (reset, closed, or silent for the link timeout), anything
   // else for a failure no reconnection mends (an Error frame, a bad frame).
-  // `committed` is set once Started came and StartedAck is on its way: from
+  // `on_commit` runs once Started came and StartedAck is on its way: from
   // then on the guest lives on the destination.
   PageServerStats run();
   // After run() threw: the pages this server sent (pushed or answered).
@@ -77,7 +77,7 @@ class PageServer {
   // that (a push frame it will never read) is not a failed migration.
   std::atomic<bool> completed_{false};
   std::chrono::milliseconds link_timeout_;
-  std::atomic<bool>& committed_;
+  std::function<void()> on_commit_;
   bool link_lost_ = false;
   std::mutex mutex_;
   std::string error_;

@@ -40,6 +40,11 @@ void check_source_mode(const vmm::Machine& m, Mode mode) {
         mode_name(mode)));
 }
 
+void Source::phase(SourcePhase p, const std::string& detail) {
+  phases_.to(p, detail);
+  if (options_.status) options_.status->set_phase(phase_name(p), detail);
+}
+
 Source::Source(vmm::Machine& machine, vmm::VcpuThreads& vcpu, SourceOptions options)
     : machine_(machine), vcpu_(vcpu), options_(std::move(options)) {
   uint64_t chunks = machine_.memory().size() / kChunk;
@@ -54,6 +59,33 @@ std::unique_ptr<Channel> Source::dial() {
   return ch;
 }
 
+// Runs `attempt` until it gets through, with backoff, for at most the
+// connect timeout: a refused, closed, reset or silent connection is tried
+// again; a refusal in words (HelloReply), another key or a peer that does not
+// speak the protocol is not.
+void Source::with_retries(const char* what, const std::function<void()>& attempt) {
+  auto t0 = Clock::now();
+  Backoff backoff(t0 + options_.link.connect_timeout);
+  for (unsigned n = 1;; n++) {
+    try {
+      attempt();
+      if (n > 1)
+        spdlog::info("migrate: {} got through on attempt {}, {:.0f} ms after the first", what, n,
+                     ms_between(t0, Clock::now()));
+      return;
+    } catch (const AuthError&) {
+      throw;
+    } catch (const ConnectionError& e) {
+      auto wait = backoff.next();
+      if (!wait)
+        throw ConnectionError(fmt::format("{} (attempt {}; gave up {:.1f} s after the first, --connect-timeout)",
+                                          e.what(), n, ms_between(t0, Clock::now()) / 1000));
+      spdlog::warn("migrate: {}: {}; attempt {} in {} ms", what, e.what(), n + 1, wait->count());
+      std::this_thread::sleep_for(*wait);
+    }
+  }
+}
+
 void Source::connect() {
   const auto& mem = machine_.memory();
   Hello hello{Role::Main, std::random_device{}() | (uint64_t{std::random_device{}()} << 32), options_.mode,
@@ -61,18 +93,22 @@ void Source::connect() {
   hello.vcpus = static_cast<uint32_t>(machine_.vcpu_count());
   hello_ = hello;
   if (options_.tls) spdlog::info("migrate: TLS 1.3 with the pre-shared key; {}", ktls_probe());
-  main_ = dial();
-  // A destination that accepts and then says nothing cannot hang us.
-  main_->set_receive_timeout(options_.handshake_timeout);
-  main_->send(FrameType::Hello, 0, encode(hello));
-  peer_ = decode_hello_reply(expect(*main_, FrameType::HelloReply).payload);
+  with_retries("the main connection", [&] {
+    main_ = dial();
+    // A destination that accepts and then says nothing cannot hang us.
+    main_->set_receive_timeout(options_.handshake_timeout);
+    main_->send(FrameType::Hello, 0, encode(hello));
+    peer_ = decode_hello_reply(expect(*main_, FrameType::HelloReply).payload);
+  });
   if (!peer_.accepted) throw vmm::Error("destination refused the migration: " + peer_.reason);
   main_->set_receive_timeout(std::chrono::milliseconds(0));
   hello.role = Role::Urgent;
-  urgent_ = dial();
-  if (auto why = urgent_->mark_urgent(); !why.empty())
-    spdlog::warn("migrate: answers to faults go unmarked (the kernel refused {}): they queue behind the push", why);
-  urgent_->send(FrameType::Hello, 0, encode(hello));
+  with_retries("the urgent connection", [&] {
+    urgent_ = dial();
+    if (auto why = urgent_->mark_urgent(); !why.empty())
+      spdlog::warn("migrate: answers to faults go unmarked (the kernel refused {}): they queue behind the push", why);
+    urgent_->send(FrameType::Hello, 0, encode(hello));
+  });
   spdlog::info("migrate: {} to {} ({} {} pages, userfaultfd ready {}), mode {}", vmm::format_size(mem.size()),
                options_.to, peer_.dst_backend, vmm::format_size(peer_.dst_page_size),
                peer_.uffd_minor ? "yes" : "no", mode_name(options_.mode));
@@ -219,10 +255,13 @@ void Source::serve_postcopy(SourceReport& report, vmm::Bitmap missing, uint64_t 
     for (auto* ch : {main_.get(), urgent_.get()})
       if (auto why = ch->set_link_timeout(options_.link.link_timeout); !why.empty())
         spdlog::warn("postcopy: a blocked send notices a lost link only from the receive side ({} refused)", why);
-    phase("postcopy");
+    if (phases_.now() == SourcePhase::Paused) phase(SourcePhase::Postcopy);
     PageServer server(mem.primary(), mem.size(), page_size, missing, dest_nonzero_,
                       [&mem] { return mem.allocated_chunks(); }, *main_, *urgent_, options_.push_rate,
-                      options_.link.link_timeout, committed_);
+                      options_.link.link_timeout, [this] {
+                        committed_ = true;
+                        phase(SourcePhase::Postcopy, "Started came; StartedAck sent");
+                      });
     try {
       PageServerStats st = server.run();
       report.postcopy.pages_urgent += st.pages_urgent;
@@ -235,7 +274,7 @@ void Source::serve_postcopy(SourceReport& report, vmm::Bitmap missing, uint64_t 
     } catch (const LinkLost& e) {
       if (!committed_) throw;  // before the commit point the guest resumes here
       auto t_lost = Clock::now();
-      phase("paused", e.what());
+      phase(SourcePhase::Paused, e.what());
       vmm::Bitmap resent = missing;  // missing then, sent since, and missing still
       resent &= server.sent_bitmap();
       missing = reconnect(e.what(), npages);
@@ -302,11 +341,11 @@ SourceReport Source::run() {
   auto t0 = Clock::now();
   bool switched = false;
   try {
-    phase("connecting", options_.to);
+    phase(SourcePhase::Connecting, options_.to);
     connect();
     map_guest_memory_for_reading();
     if (options_.mode != Mode::Postcopy) {
-      phase("precopy");
+      phase(SourcePhase::Precopy);
       precopy();
     }
     // The VM state goes out behind whatever precopy data the kernel still
@@ -319,14 +358,14 @@ SourceReport Source::run() {
     if (!vcpu_.pause()) {
       main_->send(FrameType::Error, 0, encode_error("the guest exited on the source before switchover"));
       report.result = SourceResult::GuestFinished;
-      phase("failed", "the guest exited before switchover");
+      phase(SourcePhase::Failed, "the guest exited before switchover");
       return report;
     }
     switched = true;
-    phase("switchover");
+    phase(SourcePhase::Switchover);
     switchover(report);
     report.result = SourceResult::Completed;
-    phase("completed");
+    phase(SourcePhase::Completed);
   } catch (const std::exception& e) {
     report.error = e.what();
     // Before the commit point the destination has not taken the guest over
@@ -336,7 +375,9 @@ SourceReport Source::run() {
       report.resumed_here = true;  // the caller resumes it, as for any failure before switchover
       switched = false;
     }
-    phase(report.resumed_here ? "resumed_here" : "failed", report.error);
+    if (phases_.to_unless_final(report.resumed_here ? SourcePhase::ResumedHere : SourcePhase::Failed, report.error) &&
+        options_.status)
+      options_.status->set_phase(phase_name(phases_.now()), report.error);
     report.result = switched ? SourceResult::FailedAfterSwitchover : SourceResult::FailedBeforeSwitchover;
     if (main_) {
       try {

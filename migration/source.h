@@ -6,6 +6,7 @@
 #include <boost/asio/io_context.hpp>
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -14,6 +15,7 @@
 #include "link.h"
 #include "messages.h"
 #include "migration_status.h"
+#include "phase.h"
 #include "page_server.h"
 
 namespace vmm {
@@ -72,6 +74,7 @@ class Source {
 
  private:
   void connect();
+  void with_retries(const char* what, const std::function<void()>& attempt);
   uint64_t send_stale(const vmm::Bitmap& final_dirty);
   // One connection to the destination, through TLS when there is a key.
   std::unique_ptr<Channel> dial();
@@ -80,9 +83,8 @@ class Source {
   vmm::Bitmap missing_pages(const vmm::Bitmap& final_dirty) const;
   void map_guest_memory_for_reading();
   void switchover(SourceReport& report);
-  void phase(const std::string& p, const std::string& detail = "") {
-    if (options_.status) options_.status->set_phase(p, detail);
-  }
+  // Moves the migration's phase (phase.h), and the API's status with it.
+  void phase(SourcePhase p, const std::string& detail = "");
   void serve_postcopy(SourceReport& report, vmm::Bitmap missing, uint64_t page_size);
   vmm::Bitmap reconnect(const std::string& why, uint64_t npages);
 
@@ -94,6 +96,7 @@ class Source {
   Hello hello_;
   HelloReply peer_;
   std::atomic<bool> committed_{false};  // the destination started the guest and was told we let go
+  SourcePhases phases_{"migrate", SourcePhase::Idle};
   vmm::Bitmap sent_, dest_nonzero_, pending_dirty_;  // per 4 KiB chunk
   uint32_t rounds_ = 0;
   uint64_t precopy_chunks_ = 0;

@@ -223,11 +223,18 @@ void TlsStream::handshake(std::chrono::steady_clock::time_point deadline, const 
   boost::system::error_code ec;
   stream_.handshake(server_ ? ssl::stream_base::server : ssl::stream_base::client, ec);
   stream_.next_layer().end_handshake();
-  if (ec) throw ConnectionError(fmt::format("TLS handshake with {} failed: {}", peer, describe_tls_error(ec, server_)));
+  if (ec) {
+    std::string what = fmt::format("TLS handshake with {} failed: {}", peer, describe_tls_error(ec, server_));
+    bool connection = ec == asio::error::eof || ec == ssl::error::stream_truncated ||
+                      ec == asio::error::connection_reset || ec == asio::error::timed_out ||
+                      ec.category() == boost::system::system_category();
+    if (connection) throw ConnectionError(what);
+    throw AuthError(what);
+  }
   // In TLS 1.3 an external PSK is a "resumed" session: anything else was
   // authenticated some other way, or not at all, and carries no frame.
   if (!SSL_session_reused(stream_.native_handle()))
-    throw ConnectionError(fmt::format("TLS handshake with {} completed without the pre-shared key: the peer does "
+    throw AuthError(fmt::format("TLS handshake with {} completed without the pre-shared key: the peer does "
                                       "not hold it; refused before any frame",
                                       peer));
 }

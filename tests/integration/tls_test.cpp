@@ -245,29 +245,93 @@ TEST(Bounds, AGuestLargerThanTheDestinationTakesIsRefusedInTheHandshake) {
   EXPECT_NE(r.src.find("MemAvailable"), std::string::npos) << r.src;
 }
 
-// Connections that never finish their handshake are dropped each within
-// --handshake-timeout, others beyond the bound are closed at once, and the
-// real source then migrates.
-TEST(Bounds, StrayConnectionsDoNotKeepTheSourceOut) {
+// Strangers hold the door for the whole run: twelve addresses keep three
+// silent connections each open, each reopened as soon as it is closed, one
+// more trickles a byte every 0.3 s, one sends garbage. Each address holds at
+// most two places, the oldest make way for newer ones, the silent and the
+// trickling are dropped at the handshake deadline, and the real source gets
+// in and migrates.
+TEST(Bounds, StrayConnectionsHeldForTheWholeRunDoNotKeepTheSourceOut) {
   NEEDS_KVM();
-  std::string before =
-      "python3 - $PORT <<'EOF' &\n"
+  std::string strays = dir() + "strays.log";
+  std::string before = fmt::format(
+      "python3 - $PORT >{log} 2>&1 <<'EOF' &\n"
       "import socket, sys, time\n"
       "port = int(sys.argv[1])\n"
-      "bad = socket.create_connection(('127.0.0.1', port)); bad.sendall(b'\\x01' * 64)\n"
-      "time.sleep(0.2)\n"
-      "silent = [socket.create_connection(('127.0.0.1', port)) for _ in range(10)]\n"
-      "time.sleep(6)\n"
+      "def dial(addr):\n"
+      "    s = socket.socket(); s.bind((addr, 0)); s.settimeout(1); s.connect(('127.0.0.1', port)); s.setblocking(False)\n"
+      "    return s\n"
+      "bad = dial('127.0.0.21'); bad.sendall(b'\\x01' * 64)\n"
+      "held = [[addr, None, 0] for i in range(2, 14) for addr in ['127.0.0.%d' % i] * 3]\n"
+      "slow = dial('127.0.0.20')\n"
+      "opened, t0, last_drip, said = 0, time.time(), 0, 0\n"
+      "# Bounded: at most 45 s and 3000 connections, and it ends once the destination is gone.\n"
+      "while time.time() - t0 < 45 and opened < 3000:\n"
+      "    try:\n"
+      "        for h in held:\n"
+      "            if h[1] is not None:\n"
+      "                try:\n"
+      "                    if h[1].recv(1, socket.MSG_PEEK) == b'': h[1].close(); h[1] = None; h[2] = time.time()\n"
+      "                except BlockingIOError: pass\n"
+      "                except OSError: h[1].close(); h[1] = None; h[2] = time.time()\n"
+      "            # Renewed 0.2 s after it was closed.\n"
+      "            if h[1] is None and time.time() - h[2] > 0.2: h[1] = dial(h[0]); opened += 1\n"
+      "        if time.time() - last_drip > 0.3:\n"
+      "            last_drip = time.time()\n"
+      "            try: slow.send(b'\\x16')\n"
+      "            except OSError: pass\n"
+      "    except OSError as e:\n"
+      "        break\n"
+      "    if opened == len(held) and not said: said = print('strays: holding %d connections from 12 addresses' % opened, flush=True) or 1\n"
+      "    time.sleep(0.01)\n"
+      "print('strays: opened %d connections in %.1f s' % (opened, time.time() - t0), flush=True)\n"
       "EOF\n"
-      "sleep 1.5";
+      "sleep 1.5",
+      fmt::arg("log", strays));
   Result r = migrate("--memory shmem --handshake-timeout 1", "--memory gmem --mem-size 64M --mode postcopy", kGuest,
-                  false, before);
-  EXPECT_EQ(r.src_rc, 0) << r.src << r.dst;
-  EXPECT_EQ(r.dst_rc, 0) << r.src << r.dst;
-  EXPECT_NE(r.dst.find("VERIFY OK pages=4096"), std::string::npos) << r.dst;
-  EXPECT_NE(r.dst.find("sent nothing within the receive timeout (1000 ms)"), std::string::npos) << r.dst;
-  EXPECT_NE(r.dst.find("others are in their handshake"), std::string::npos) << r.dst;
-  EXPECT_NE(r.dst.find("bad frame magic"), std::string::npos) << r.dst;
+                     false, before);
+  std::string why = r.src + r.dst + slurp(strays);
+  EXPECT_EQ(r.src_rc, 0) << why;
+  EXPECT_EQ(r.dst_rc, 0) << why;
+  EXPECT_NE(r.dst.find("VERIFY OK pages=4096"), std::string::npos) << why;
+  EXPECT_NE(r.dst.find("others from 127.0.0.2 are in their handshake"), std::string::npos) << why;
+  EXPECT_NE(r.dst.find("ended for a newer connection: 16 handshakes at once is the bound"), std::string::npos) << why;
+  EXPECT_NE(r.dst.find("127.0.0.20:"), std::string::npos) << why;
+  EXPECT_NE(r.dst.find("no Hello within the handshake deadline (1 s, --handshake-timeout)"), std::string::npos) << why;
+  EXPECT_NE(r.dst.find("bad frame magic"), std::string::npos) << why;
+  EXPECT_NE(slurp(strays).find("strays: holding 36 connections"), std::string::npos) << why;
+}
+
+// A source started before its destination listens tries again with backoff
+// and migrates once it is there; with nobody there, it gives up at
+// --connect-timeout and its guest runs on.
+TEST(Bounds, TheSourceRetriesUntilTheDestinationListens) {
+  NEEDS_KVM();
+  uint16_t port = test::free_port();
+  std::string d = dir();
+  std::string script = fmt::format(
+      "mkdir -p {d}; {wait_for}"
+      "{vmm} run --kernel {elf} --cmdline '{guest}' {src} --mode postcopy --migrate-to 127.0.0.1:{port} "
+      "--migrate-after 0.5 >{d}early-src.log 2>&1 & S=$!\n"
+      "wait_for {d}early-src.log 'attempt 3' || echo 'the source did not retry'\n"
+      "{vmm} receive --listen 127.0.0.1:{port} --memory shmem {accept} >{d}late-dst.log 2>&1 & D=$!\n"
+      "wait $S; echo SRC=$?; wait $D; echo DST=$?\n"
+      "{vmm} run --kernel {elf} --cmdline '{guest}' {src} --mode postcopy --migrate-to 127.0.0.1:{port} "
+      "--migrate-after 0.5 --connect-timeout 1 >{d}alone-src.log 2>&1; echo ALONE=$?\n",
+      fmt::arg("d", d), fmt::arg("wait_for", test::kShellWaitFor), fmt::arg("vmm", VMM_BIN), fmt::arg("elf", GUEST_ELF),
+      fmt::arg("guest", kGuest), fmt::arg("src", test::on_this_host("--memory gmem --mem-size 64M")),
+      fmt::arg("port", port), fmt::arg("accept", test::kAcceptTimeout));
+  std::ofstream(d + "retry.sh") << script;
+  auto r = run_command("bash " + d + "retry.sh", 120);
+  std::string src = slurp(d + "early-src.log"), dst = slurp(d + "late-dst.log"), alone = slurp(d + "alone-src.log");
+  EXPECT_NE(r.output.find("SRC=0"), std::string::npos) << r.output << src << dst;
+  EXPECT_NE(r.output.find("DST=0"), std::string::npos) << r.output << dst;
+  EXPECT_NE(src.find("Connection refused; attempt 2 in 100 ms"), std::string::npos) << src;
+  EXPECT_NE(src.find("the main connection got through on attempt"), std::string::npos) << src;
+  EXPECT_NE(dst.find("VERIFY OK pages="), std::string::npos) << dst;
+  EXPECT_NE(r.output.find("ALONE=0"), std::string::npos) << r.output << alone;
+  EXPECT_NE(alone.find("gave up 1.0 s after the first, --connect-timeout"), std::string::npos) << alone;
+  EXPECT_NE(alone.find("VERIFY OK pages="), std::string::npos) << alone;
 }
 
 }  // namespace

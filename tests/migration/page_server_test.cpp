@@ -39,7 +39,7 @@ struct Source {
     // Every chunk allocated on the source backend: each is read and sent.
     server = std::make_unique<PageServer>(ram.data(), kRam, kPage, missing, dest_nonzero,
                                           [] { return vmm::Bitmap(kRam / kChunk, true); }, *main.a, *urgent.a, push_rate,
-                                          5000ms, committed);
+                                          5000ms, [this] { committed = true; });
     result = std::async(std::launch::async, [this] { return server->run(); });
   }
   ~Source() {
