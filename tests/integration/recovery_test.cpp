@@ -260,6 +260,42 @@ TEST(LinkRecovery, StartedLostLeavesTheGuestOnTheSourceAlone) {
   EXPECT_TRUE(r.dst_serial.empty()) << "the guest printed on the destination too:\n" << r.dst_serial;
 }
 
+// The source committed and said StartedAck, and the link goes just before it
+// reaches the destination (the urgent connection, toward it): the
+// destination, still holding its vCPUs, waits; the committed source redials,
+// and its reconnection is the verdict. One copy runs, at the destination.
+TEST(LinkRecovery, StartedAckLostWithTheLinkCommitsOnTheReconnection) {
+  NEEDS_KVM();
+  Outcome r = run(Case("--fault reset@2:fwd:StartedAck"));
+  expect_recovered(r, 1);
+  EXPECT_NE(r.proxy.find("before a StartedAck frame toward the destination"), std::string::npos) << r.proxy;
+  EXPECT_NE(r.dst.find("the guest has not run here and waits until the source confirms it let go"), std::string::npos)
+      << all(r);
+  EXPECT_EQ(r.src_serial.find("VERIFY"), std::string::npos) << "the guest ran on the source too:\n" << r.src_serial;
+  ASSERT_TRUE(r.report.is_object()) << all(r);
+  std::string phases;
+  for (const auto& p : r.report["phases"]) phases += p["phase"].get<std::string>() + " ";
+  EXPECT_EQ(phases, "listening handshake precopy restoring held paused postcopy completed ") << r.report["phases"].dump();
+}
+
+// Every page is in, the source heard Complete and answers CompleteAck, and the
+// link goes just before that reaches the destination: the source is done and
+// gone; the destination, which cannot know the source heard, waits for a
+// reconnection that does not come, then runs on with every page.
+TEST(LinkRecovery, CompleteAckLostLeavesTheGuestRunningAtTheDestination) {
+  NEEDS_KVM();
+  Case s("--fault reset@1:fwd:CompleteAck");
+  s.guest = "workload=touch size=16 seconds=6";  // all pages in, and the wait over, long before the guest ends
+  s.recovery_timeout = 2;
+  Outcome r = run(s);
+  expect_recovered(r, 0, 1);
+  EXPECT_NE(r.proxy.find("before a CompleteAck frame toward the destination"), std::string::npos) << r.proxy;
+  EXPECT_NE(r.dst.find("no CompleteAck from the source"), std::string::npos) << all(r);
+  EXPECT_NE(r.dst.find("the source did not reconnect; the guest holds every page and runs on here"), std::string::npos)
+      << all(r);
+  EXPECT_EQ(r.src_serial.find("VERIFY"), std::string::npos) << "the guest ran on the source too:\n" << r.src_serial;
+}
+
 TEST(LinkRecovery, ResetDuringTheVmStateResumesTheGuestOnTheSource) {
   NEEDS_KVM();
   // The first bytes after the Hello are the VM state: before the commit point.

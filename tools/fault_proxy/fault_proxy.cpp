@@ -14,8 +14,9 @@
 // KIND@CONN:back:FRAME fires instead at a frame boundary of what CONN carries
 // back toward the source: just before the first frame of type FRAME (a name
 // from migration/wire.h: Started, Complete, Received, ...), which then never
-// arrives. Such a connection's back direction is read frame by frame; where
-// it holds no frames (TLS) the fault cannot fire, and the proxy says so.
+// arrives. KIND@CONN:fwd:FRAME does the same toward the destination
+// (StartedAck, CompleteAck, ...). Such a direction is read frame by frame;
+// where it holds no frames (TLS) the fault cannot fire, and the proxy says so.
 // Each fault prints one line on stderr when it fires.
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -49,7 +50,8 @@ struct Fault {
   std::vector<unsigned> conns;
   uint64_t bytes;
   double heal_s = 0;
-  std::string frame;  // back:FRAME: fires before that frame toward the source
+  std::string frame;  // back:FRAME / fwd:FRAME: fires before that frame
+  bool frame_to_dst = false;  // fwd: toward the destination
   bool fired = false;
   bool on(unsigned id) const { return std::find(conns.begin(), conns.end(), id) != conns.end(); }
 };
@@ -109,14 +111,24 @@ void check_faults(const Conn& c) {
       fire(f, c, fmt::format("at {} bytes", c.to_dst.load()));
 }
 
-bool has_frame_fault(unsigned id) {
+bool has_frame_fault(unsigned id, bool to_dst) {
   std::lock_guard lock(g_mutex);
-  return std::any_of(g_faults.begin(), g_faults.end(), [&](const Fault& f) { return !f.frame.empty() && f.on(id); });
+  return std::any_of(g_faults.begin(), g_faults.end(),
+                     [&](const Fault& f) { return !f.frame.empty() && f.frame_to_dst == to_dst && f.on(id); });
 }
 
-// The back direction, frame by frame: each header is held until it is whole,
-// so that a fault on its type fires before any byte of it crosses.
-void pump_back_frames(const std::shared_ptr<Conn>& c) {
+// One direction, frame by frame: each header is held until it is whole, so
+// that a fault on its type fires before any byte of it crosses.
+void pump_frames(const std::shared_ptr<Conn>& c, bool to_dst) {
+  tcp::socket& from = to_dst ? c->down : c->up;
+  tcp::socket& to = to_dst ? c->up : c->down;
+  const char* toward = to_dst ? "toward the destination" : "toward the source";
+  auto forwarded = [&](const uint8_t* p, size_t k) {
+    if (!to_dst) return;
+    std::lock_guard lock(g_mutex);
+    if (g_record) g_record.write(reinterpret_cast<const char*>(p), static_cast<std::streamsize>(k));
+    c->to_dst += k;
+  };
   std::vector<uint8_t> buf(64 * 1024), head;
   uint64_t left = 0;  // payload bytes of the current frame still to forward
   bool frames = true;
@@ -127,13 +139,14 @@ void pump_back_frames(const std::shared_ptr<Conn>& c) {
       g_cv.wait(lock, [&] { return c->reset.load(); });
       return;
     }
-    size_t n = c->up.read_some(asio::buffer(buf), ec);
+    size_t n = from.read_some(asio::buffer(buf), ec);
     if (c->frozen) continue;
     if (ec || c->reset) break;
     for (size_t off = 0; off < n && !ec && !c->frozen && !c->reset;) {
       if (!frames || left > 0) {
         size_t k = frames ? std::min<uint64_t>(left, n - off) : n - off;
-        asio::write(c->down, asio::buffer(buf.data() + off, k), ec);
+        asio::write(to, asio::buffer(buf.data() + off, k), ec);
+        forwarded(buf.data() + off, k);
         left -= frames ? k : 0;
         off += k;
         continue;
@@ -146,21 +159,22 @@ void pump_back_frames(const std::shared_ptr<Conn>& c) {
         auto h = migration::decode_header(std::span<const uint8_t, migration::kHeaderSize>(head.data(), head.size()));
         std::lock_guard lock(g_mutex);
         for (auto& f : g_faults)
-          if (!f.fired && f.on(c->id) && f.frame == migration::frame_type_name(h.type))
-            fire(f, *c, fmt::format("at the boundary before a {} frame toward the source", f.frame));
+          if (!f.fired && f.on(c->id) && f.frame_to_dst == to_dst && f.frame == migration::frame_type_name(h.type))
+            fire(f, *c, fmt::format("at the boundary before a {} frame {}", f.frame, toward));
         left = h.length;
       } catch (const migration::ProtocolError& e) {
-        spdlog::warn("fault_proxy: connection {} carries no frames back ({}): its frame faults cannot fire", c->id,
-                     e.what());
+        spdlog::warn("fault_proxy: connection {} carries no frames {} ({}): its frame faults cannot fire", c->id,
+                     toward, e.what());
         frames = false;
       }
       if (c->frozen || c->reset) break;
-      asio::write(c->down, asio::buffer(head), ec);
+      asio::write(to, asio::buffer(head), ec);
+      forwarded(head.data(), head.size());
       head.clear();
     }
     if (c->reset) return;
   }
-  c->down.shutdown(tcp::socket::shutdown_send, ec);
+  to.shutdown(tcp::socket::shutdown_send, ec);
 }
 
 void pump(const std::shared_ptr<Conn>& c, bool towards_dst) {
@@ -228,7 +242,8 @@ Fault parse_fault(const std::string& s) {
     f.conns.push_back(static_cast<unsigned>(std::stoul(conns.substr(from, plus - from))));
     from = plus + 1;
   }
-  if (bytes == "back") {
+  if (bytes == "back" || bytes == "fwd") {
+    f.frame_to_dst = bytes == "fwd";
     for (uint16_t t = 1; t <= migration::kMaxFrameType; t++)
       if (heal == migration::frame_type_name(static_cast<migration::FrameType>(t))) f.frame = heal;
     if (f.frame.empty()) throw std::runtime_error("fault '" + s + "': '" + heal + "' is not a frame type");
@@ -256,7 +271,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> faults;
   app.add_option("--listen", listen, "HOST:PORT to accept on")->required();
   app.add_option("--to", to, "HOST:PORT to forward each connection to")->required();
-  app.add_option("--fault", faults, "KIND@CONN:BYTES or KIND@CONN:back:FRAME, KIND reset or blackhole, CONN a number or several as "
+  app.add_option("--fault", faults, "KIND@CONN:BYTES, KIND@CONN:back:FRAME or KIND@CONN:fwd:FRAME, KIND reset or blackhole, CONN a number or several as "
                  "1+2 (repeatable)");
   std::string record;
   app.add_option("--record", record, "Write every byte forwarded toward --to here (all connections, in order)");
@@ -294,9 +309,10 @@ int main(int argc, char** argv) {
           spdlog::info("fault_proxy: connection {} held silent: the partition lasts", id);
         }
       }
-      std::thread([c] { pump(c, true); }).detach();
-      if (has_frame_fault(id)) std::thread([c] { pump_back_frames(c); }).detach();
-      else std::thread([c] { pump(c, false); }).detach();
+      for (bool to_dst : {true, false}) {
+        if (has_frame_fault(id, to_dst)) std::thread([c, to_dst] { pump_frames(c, to_dst); }).detach();
+        else std::thread([c, to_dst] { pump(c, to_dst); }).detach();
+      }
     }
   } catch (const std::exception& e) {
     spdlog::error("fault_proxy: {}", e.what());
