@@ -29,7 +29,7 @@ void FaultResolver::start() {
   thread_ = std::thread([this] {
     vmm::make_current_thread_urgent("uffd-resolver");
     struct CpuTime {
-      double& out;
+      std::atomic<double>& out;
       ~CpuTime() {
         timespec ts{};
         ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
@@ -58,7 +58,7 @@ void FaultResolver::stop() {
 }
 
 FaultResolver::Load FaultResolver::load() const {
-  Load l{reads_.load(), events_.load(), max_batch_.load(), cpu_ms_, 0};
+  Load l{reads_.load(), events_.load(), max_batch_.load(), cpu_ms_.load(), 0};
   if (t_end_ != Clock::time_point{}) l.wall_ms = vmm::ms_between(t_start_, t_end_);
   return l;
 }

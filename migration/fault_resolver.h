@@ -59,7 +59,7 @@ class FaultResolver {
   std::atomic<uint64_t> local_{0};
   std::atomic<uint64_t> reads_{0}, events_{0}, max_batch_{0};
   Clock::time_point t_start_{}, t_end_{};
-  double cpu_ms_ = 0;  // set as the thread ends, read after join
+  std::atomic<double> cpu_ms_{0};  // set as the thread ends; load() may read it before
 };
 
 }  // namespace migration

@@ -4,14 +4,17 @@
 #      makes with -DCMAKE_BUILD_TYPE=Release must compile on Debian 12's GCC.
 #   2. AddressSanitizer + UndefinedBehaviorSanitizer (-DVMM_SANITIZE=ON), then the
 #      unit tests (ctest -L unit) under the sanitizers; any report fails the run.
-# Usage: tools/test-builds.sh [release] [sanitize]   (default: both)
+#   3. ThreadSanitizer (-DVMM_TSAN=ON), then the unit tests, among them the
+#      postcopy core's threads (page states and their mapper, the fault
+#      resolver, the page server, the destination's link); any report fails.
+# Usage: tools/test-builds.sh [release] [sanitize] [tsan]   (default: all three)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 want=("$@")
-[ ${#want[@]} -gt 0 ] || want=(release sanitize)
+[ ${#want[@]} -gt 0 ] || want=(release sanitize tsan)
 for w in "${want[@]}"; do
-  case "$w" in release|sanitize) ;; *) echo "test-builds: unknown build '$w' (release, sanitize)" >&2; exit 2 ;; esac
+  case "$w" in release|sanitize|tsan) ;; *) echo "test-builds: unknown build '$w' (release, sanitize, tsan)" >&2; exit 2 ;; esac
 done
 
 tools/install-deps.sh
@@ -34,6 +37,14 @@ for w in "${want[@]}"; do
       ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:abort_on_error=0 \
         UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
         ctest --test-dir build-sanitize --output-on-failure -L unit
+      ;;
+    tsan)
+      echo "test-builds: ThreadSanitizer build in build-tsan/, unit tests under it"
+      cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DVMM_TSAN=ON -DVMM_WERROR=ON \
+        -DVMM_TESTS=ON -DVMM_BENCHMARKS=OFF >/dev/null
+      cmake --build build-tsan -j"$jobs" --target vmm_unit_tests migration_unit_tests
+      TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+        ctest --test-dir build-tsan --output-on-failure -L unit
       ;;
   esac
   echo "test-builds: $w passed in $((SECONDS - t0)) s"
