@@ -336,6 +336,56 @@ TEST(LinkRecovery, KilledDestinationGivesTheSourceAClearErrorWithinTheRecoveryTi
   EXPECT_LT(r.seconds_after_kill, 3 + 1 + 5);
 }
 
+// A cut at each frame boundary of the commit and the end, on either
+// connection and in either direction: every one ends with exactly one guest
+// that verifies every page, at the destination (and both sides exit 0) or
+// still at the source (and the destination never ran it). Never both, never
+// neither.
+struct Boundary {
+  const char* name;
+  const char* fault;
+  const char* mode;
+};
+
+class EveryBoundary : public ::testing::TestWithParam<Boundary> {};
+
+TEST_P(EveryBoundary, EndsWithOneGuestThatVerifies) {
+  NEEDS_KVM();
+  Case s(std::string("--fault ") + GetParam().fault);
+  s.mode = GetParam().mode;
+  if (s.mode == "hybrid") s.src = "--memory gmem --gmem-bind hva --mem-size 512M";  // dirty logging needs the hva
+  s.guest = "workload=touch size=16 seconds=4";
+  s.recovery_timeout = 3;
+  Outcome r = run(s);
+  EXPECT_EQ(fired(r), 1u) << all(r);
+  bool there = r.dst_serial.find("VERIFY OK pages=") != std::string::npos;
+  bool here = r.src_serial.find("VERIFY OK pages=") != std::string::npos;
+  EXPECT_NE(there, here) << (there ? "the guest ran on both hosts" : "no guest verified: one was lost") << all(r);
+  EXPECT_EQ((r.dst_serial + r.src_serial).find("VERIFY FAIL"), std::string::npos) << r.dst_serial << r.src_serial;
+  EXPECT_EQ(r.src_rc, 0) << all(r);
+  if (there) {
+    EXPECT_EQ(r.dst_rc, 0) << all(r);
+  } else {
+    EXPECT_EQ(r.dst.find("guest running here"), std::string::npos) << all(r);
+    EXPECT_TRUE(r.dst_serial.empty()) << "the guest printed on the destination too:\n" << r.dst_serial;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cuts, EveryBoundary,
+    ::testing::Values(Boundary{"HelloReplyBack", "reset@1:back:HelloReply", "postcopy"},
+                      Boundary{"VmStateFwd", "reset@1:fwd:VmState", "postcopy"},
+                      Boundary{"StaleChunksFwd", "reset@1:fwd:StaleChunks", "hybrid"},
+                      Boundary{"PostcopyBeginFwd", "reset@1:fwd:PostcopyBegin", "postcopy"},
+                      Boundary{"FirstPushFwd", "reset@1:fwd:Pages", "postcopy"},
+                      Boundary{"StartedBack", "reset@1:back:Started", "postcopy"},
+                      Boundary{"StartedAckFwd", "reset@2:fwd:StartedAck", "hybrid"},
+                      Boundary{"FirstRequestBack", "reset@2:back:PageRequest", "postcopy"},
+                      Boundary{"FirstAnswerFwd", "reset@2:fwd:Pages", "postcopy"},
+                      Boundary{"CompleteBack", "reset@1:back:Complete", "hybrid"},
+                      Boundary{"CompleteAckFwd", "reset@1:fwd:CompleteAck", "postcopy"}),
+    [](const ::testing::TestParamInfo<Boundary>& p) { return std::string(p.param.name); });
+
 // `vmm status` answers while a migration runs, and shows the pause.
 TEST(LinkRecovery, StatusOnTheApiSocketShowsThePauseWhileItLasts) {
   NEEDS_KVM();
