@@ -208,7 +208,7 @@ def rounds(args, qemus, first_round=0):
         f["exit_us"] = exit_cost(r["serial"]).get("cpuid_p50_ns", 0) / 1000.0
         f["verify_ok"] = "VERIFY OK" in r["serial"]
         fig["ours"].append(f)
-        if rep.get("guest_view"):  # the destination's own join (migration/guest_view.cpp)
+        if rep.get("guest_view"):  # the destination's own join (migration/report/guest_view.cpp)
             waterfalls.append(rep["guest_view"])
         for q in qemus:
             res = qemu(args, args.out, "qemu%s-control-%d" % (q, i), q, False)

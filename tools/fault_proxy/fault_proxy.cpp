@@ -13,7 +13,7 @@
 //              partition has lasted SECONDS (earlier ones are held silent too).
 // KIND@CONN:back:FRAME fires instead at a frame boundary of what CONN carries
 // back toward the source: just before the first frame of type FRAME (a name
-// from migration/wire.h: Started, Complete, Received, ...), which then never
+// from migration/protocol/wire.h: Started, Complete, Received, ...), which then never
 // arrives. KIND@CONN:fwd:FRAME does the same toward the destination
 // (StartedAck, CompleteAck, ...). Such a direction is read frame by frame;
 // where it holds no frames (TLS) the fault cannot fire, and the proxy says so.
