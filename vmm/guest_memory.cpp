@@ -177,8 +177,9 @@ Bitmap GuestMemory::allocated_chunks() const {
     }
     return bits;
   }
-  // mincore() looks each 4 KiB page up in the page cache: 12.7 ms for 1 GiB of
-  // guest_memfd here, most of a mostly-zero 1 GiB page's postcopy fault. For
+  // mincore() looks each 4 KiB page up in the page cache, which was most of a
+  // mostly-zero 1 GiB page's postcopy fault (docs/lab: figures from the
+  // code's comments). For
   // guest_memfd, cachestat() counts a whole range at once: empty and full
   // ranges are settled in one call, and only mixed ones down to 2 MiB are
   // handed to mincore().

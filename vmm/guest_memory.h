@@ -62,7 +62,8 @@ class GuestMemory {
   // (MADV_POPULATE_READ, one call per run), so that reading them later takes
   // no page fault. A guest on guest_memfd bound by fd writes its pages
   // without ever mapping them in our view: the page server would otherwise
-  // take one fault per 4 KiB chunk it reads, 1.4 us each here. Returns the
+  // take one fault per 4 KiB chunk it reads (docs/lab: figures from the
+  // code's comments). Returns the
   // bytes mapped; throws vmm::Error naming the errno when madvise fails.
   uint64_t map_for_reading(const Bitmap& allocated) const;
 

@@ -134,8 +134,8 @@ void Destination::go() {
 // keeps the data), so that the first touch of such a page, if it is missing,
 // faults to userfaultfd too. In MISSING mode a page KVM instantiated would not
 // fault at all: punch it out. Only those pages: dropping the whole primary
-// view took 2.0 ms of the downtime at 8 GiB (KVM's MMU notifier walks every
-// gfn of the range), 0.2 ms at 512 MiB.
+// view costs downtime in proportion to guest RAM (KVM's MMU notifier walks
+// every gfn of the range) (docs/lab: figures from the code's comments).
 void Destination::register_postcopy() {
   uint8_t* primary = machine_->memory().primary();
   uint64_t size = hello_.mem_size, page = pages_->page_size();
@@ -218,8 +218,7 @@ void Destination::start_guest(const PostcopyBegin& begin) {
   metrics_.set_vcpu_threads({tids.begin(), tids.end()});
   if (missing) {
     // Mapping what precopy left is a saving, never urgent: at normal priority
-    // it took the cores from the vCPU and the faults (8 GiB hybrid: fault
-    // p99 11.0 ms, downtime 2.5 ms, medians of three runs).
+    // it took the cores from the vCPU and the faults (docs/lab: figures from the code's comments).
     premap_thread_ = std::thread([this] {
       vmm::make_current_thread_background("premap");
       try {
@@ -261,11 +260,9 @@ bool Destination::announce_if_complete() {
 
 void Destination::receive_postcopy() {
   // This thread runs at the vCPU's priority. SCHED_FIFO, it held a core for
-  // 31 ms at a time receiving the push while the vCPU waited runnable on the
-  // other core beside the source's push (schedstat): guest touches of 14-35
-  // ms that no fault explained. At normal priority the slowest touch was
-  // 5-8 ms, and a fault on a page in flight on the push (256 KiB frames)
-  // still waited at most about 1 ms (p99 0.02-0.96 ms in three runs).
+  // tens of ms at a time receiving the push while the vCPU waited runnable
+  // (schedstat): guest stalls that no fault explained. At normal priority a
+  // fault on a page in flight on the push still waits little (docs/lab: figures from the code's comments).
   pthread_setname_np(pthread_self(), "main-recv");
   while (!postcopy_done()) {
     announce_if_complete();
@@ -302,7 +299,7 @@ void Destination::receive_postcopy() {
 void Destination::finish_postcopy() {
   // The resolver runs until the mapping threads are done: a vCPU that faults
   // on a page they have not mapped yet is mapped by it at once. Stopped first,
-  // such a fault went unread until the queue drained (a 179-189 ms stall).
+  // such a fault went unread until the queue drained (docs/lab: figures from the code's comments).
   if (premap_thread_.joinable()) premap_thread_.join();
   pages_->stop_mapper();
   if (resolver_) {

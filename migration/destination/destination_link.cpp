@@ -217,8 +217,8 @@ Arrival DestinationLink::accept_hello(const std::function<std::string(const Hell
   std::vector<std::unique_ptr<Pending>> pending;
   // A handshake thread that finishes wakes this loop at once: the source
   // stops its guest right after its urgent Hello, so every ms this loop
-  // sleeps is downtime (a 20 ms poll here was up to 20 ms of it, counted by
-  // neither side).
+  // sleeps is downtime, counted by neither side (docs/lab: figures from the
+  // code's comments).
   vmm::UniqueFd finished(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!finished) vmm::throw_errno("eventfd");
   for (;;) {

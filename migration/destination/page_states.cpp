@@ -89,9 +89,9 @@ void PageStates::stop_mapper() {
   {
     std::lock_guard lock(map_mutex_);
     map_stop_ = true;
-    // MINOR: draining a backlog of pushed pages took 179 ms at the end of a
-    // 512 MiB postcopy, and a vCPU that faulted on a queued page waited all of
-    // it (the guest's slowest touch; no fault metric saw it).
+    // MINOR: draining a backlog of pushed pages is needless (the kernel maps
+    // them as the guest touches them), and a vCPU that faulted on a queued
+    // page waited for all of it, unseen by any fault metric (docs/lab: figures from the code's comments).
     if (mapping_is_optional()) dropped = std::exchange(map_queue_, {}).size();
   }
   map_cv_.notify_one();
@@ -302,8 +302,8 @@ uint64_t PageStates::complete_pages(const PagesView& v, uint32_t flags, bool who
       // Only pages this frame gave content: one whose every chunk was left
       // out is zero here as on the source, where the guest never wrote it.
       // It is mapped if the guest touches it (locally, by the resolver) or by
-      // the kernel once postcopy ends; mapping them all took the mapper a
-      // core-second for an 8 GiB guest and halved the push.
+      // the kernel once postcopy ends; mapping them all cost the mapper a core
+      // on large guests and slowed the push (docs/lab: figures from the code's comments).
       {
         std::lock_guard lock(map_mutex_);
         for (uint64_t i = p; i < q;) {

@@ -12,9 +12,9 @@ namespace migration {
 namespace {
 // Pages this small always fit in one frame, whatever their data.
 constexpr uint64_t kWholePageLimit = uint64_t{kMaxDataChunksPerFrame} * kChunk;
-// The data of a push frame of small pages. With 4 MiB frames, faults on a
-// page in flight waited up to 5.6 ms (p99 2.2-5.6 ms in 6 runs of 64 MiB);
-// with 256 KiB frames at most 0.6 ms, for the same push rate.
+// The data of a push frame of small pages: a fault on a page in flight waits
+// for its whole frame, so frames stay small; 4 MiB ones made that wait the
+// fault's tail (docs/lab: figures from the code's comments).
 constexpr uint32_t kPushFrameChunks = 64;
 // The least the push keeps in flight, whatever the estimate says.
 constexpr uint64_t kPushInFlightMin = 256 << 10;
@@ -192,8 +192,7 @@ void PageServer::push() {
     cursor_.compare_exchange_strong(start, (p + n) % npages_);
     // Pace the push to about one bandwidth-delay product in flight: any more
     // only queues at the link's bottleneck, where the urgent connection's
-    // answers wait behind it (1 Gbit/s, 2 ms link: 4 KiB p50 1.40-1.63x the
-    // floor unpaced, 1.14-1.22x paced, push rate unchanged).
+    // answers wait behind it; pacing costs the push nothing (docs/lab: figures from the code's comments).
     main_.wait_sent(std::max<uint64_t>(kPushInFlightMin, main_.bdp_estimate() * 5 / 4), std::chrono::milliseconds(100));
     send_pages(main_, p, n, 0);
     std::lock_guard lock(mutex_);

@@ -57,8 +57,8 @@ class PageServer {
   uint64_t page_size_, npages_;
   const vmm::Bitmap& dest_nonzero_;
   // Which chunks the source backend holds (GuestMemory::allocated_chunks):
-  // found by the push thread once requests are already being served (it took
-  // 4-9 ms for 256 MiB, and the first faults come at once). Small pages are
+  // found by the push thread once requests are already being served (the
+  // scan takes milliseconds (docs/lab: figures from the code's comments), and the first faults come at once). Small pages are
   // answered without it meanwhile (every chunk read); larger ones wait for it.
   std::function<vmm::Bitmap()> find_allocated_;
   vmm::Bitmap allocated_;

@@ -240,8 +240,8 @@ void Source::switchover(SourceReport& report) {
     spdlog::info("postcopy: background push capped at {:.1f} MiB/s", static_cast<double>(options_.push_rate) / (1 << 20));
   serve_postcopy(report, std::move(missing), begin.page_size);
   // Dirty logging goes off only now, out of the downtime and away from the
-  // first faults: the memslot update took 0.65-0.96 ms for 256 MiB, and a
-  // stopped guest dirties nothing.
+  // first faults: the memslot update is not free (docs/lab: figures from the code's comments), and a stopped guest
+  // dirties nothing.
   if (options_.mode != Mode::Postcopy) machine_.set_dirty_logging(false);
 }
 
@@ -349,8 +349,8 @@ SourceReport Source::run() {
       precopy();
     }
     // The VM state goes out behind whatever precopy data the kernel still
-    // queues for the main connection; the guest runs while that drains
-    // (hybrid on a 1 Gbit/s, 2 ms link: stop to state sent took up to 16 ms).
+    // queues for the main connection; the guest runs while that drains, or
+    // the queue would be downtime (docs/lab: figures from the code's comments).
     auto t_drain = Clock::now();
     bool drained = main_->wait_sent(64 << 10, std::chrono::milliseconds(500));
     spdlog::debug("switchover: main connection {} in {:.1f} ms", drained ? "drained" : "still queued",

@@ -32,8 +32,8 @@ struct SourceOptions {
   uint64_t converge_chunks = 256;  // precopy stops once a round finds fewer dirty 4 KiB chunks
   uint64_t push_rate = 0;          // postcopy's background push cap in bytes/s; 0: none
   LinkOptions link;
-  // How long the destination may take to answer Hello (it prepares guest RAM
-  // first: a 1 GiB hugetlb page took up to 10 s to populate here).
+  // How long the destination may take to answer Hello: it prepares guest RAM
+  // first, and populating hugetlb pages takes seconds (docs/lab: figures from the code's comments).
   std::chrono::milliseconds handshake_timeout{60000};
   MigrationStatus* status = nullptr;  // kept up to date when given
   // The key both connections prove, also on every reconnection (nullptr: plaintext).
