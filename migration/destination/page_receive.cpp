@@ -23,24 +23,6 @@ std::array<uint8_t, kHeaderSize> crc_header(const std::array<uint8_t, kHeaderSiz
 
 }  // namespace
 
-// Which pages of a postcopy frame this receiver may write: whole-page frames
-// claim each page (a duplicate copy loses); a frame inside a larger page
-// requires that page to be still missing.
-std::vector<bool> PageStates::claim_for_frame(const PagesView& v, uint32_t flags, bool& whole) {
-  uint64_t begin = v.offset, end = v.offset + uint64_t{v.count} * kChunk;
-  uint64_t first = begin / page_size_, last = (end + page_size_ - 1) / page_size_;
-  whole = (flags & kPagesLastOfPage) && begin % page_size_ == 0 && end % page_size_ == 0;
-  std::vector<bool> mine(last - first, true);
-  for (uint64_t p = first; p < last; p++) {
-    if (whole) {
-      mine[p - first] = try_claim(p);
-    } else if (state(p) == PageState::Present || state(p) == PageState::Filling) {
-      throw ProtocolError(fmt::format("source sent data for page {}, which is already present", p));
-    }
-  }
-  return mine;
-}
-
 uint64_t PageStates::receive_pages(Channel& ch, const std::array<uint8_t, kHeaderSize>& raw, const FrameHeader& h,
                                    bool postcopy) {
   if (h.length < kPagesFixedSize) throw ProtocolError("Pages frame shorter than its fixed part");
@@ -56,10 +38,10 @@ uint64_t PageStates::receive_pages(Channel& ch, const std::array<uint8_t, kHeade
     throw ProtocolError(fmt::format("Pages frame is {} bytes but its bitmaps announce {} data chunks", h.length,
                                     ndata));
   bool whole = false;
-  std::vector<bool> mine = postcopy ? claim_for_frame(v, h.flags, whole) : std::vector<bool>();
-  uint64_t first_page = v.offset / page_size_;
+  std::vector<bool> mine = postcopy ? ledger_.claim(v, h.flags, whole) : std::vector<bool>();
+  uint64_t page_size = ledger_.page_size(), first_page = v.offset / page_size;
   auto writable = [&](uint32_t i) {
-    return !postcopy || mine[(v.offset + uint64_t{i} * kChunk) / page_size_ - first_page];
+    return !postcopy || mine[(v.offset + uint64_t{i} * kChunk) / page_size - first_page];
   };
   try {
     std::vector<boost::asio::mutable_buffer> bufs;
@@ -79,7 +61,7 @@ uint64_t PageStates::receive_pages(Channel& ch, const std::array<uint8_t, kHeade
     for (uint8_t* t : targets) crc = crc32c(crc, {t, kChunk});
     if (crc != h.crc) throw ProtocolError(fmt::format("Pages frame checksum mismatch at offset {:#x}", v.offset));
   } catch (...) {
-    if (postcopy && whole) release_claims(v, mine);  // a lost link, a bad frame: the pages come again
+    if (postcopy && whole) ledger_.release(v, mine);  // a lost link, a bad frame: the pages come again
     throw;
   }
   uint64_t received = 0, skipped = 0;  // counted locally: a 1 GiB page is 262,144 chunks
@@ -92,7 +74,7 @@ uint64_t PageStates::receive_pages(Channel& ch, const std::array<uint8_t, kHeade
   received_ += received;
   skipped_ += skipped;
   if (!postcopy) {
-    mark_covered(v);
+    ledger_.cover(v);
     return 0;
   }
   return complete_pages(v, h.flags, whole, mine);
