@@ -337,13 +337,8 @@ int Destination::run_phases() {
   HelloReply reply = accept_source(hello_);
   link_.main().send(FrameType::HelloReply, 0, encode(reply));
   if (!reply.accepted) throw vmm::Error("refused the migration: " + reply.reason);
-  auto urgent = link_.accept_hello(
-      [this](const Hello& h) {
-        return h.role == Role::Urgent && h.session == hello_.session
-                   ? std::string()
-                   : std::string("this destination is in the handshake of another migration");
-      },
-      options_.handshake_timeout, options_.handshake_timeout, "urgent");
+  auto urgent = link_.accept_hello(urgent_of_this_migration("this destination is in the handshake of another migration"),
+                                   options_.handshake_timeout, options_.handshake_timeout, "urgent");
   link_.set_urgent(std::move(urgent.channel));
   if (auto why = link_.urgent().mark_urgent(); !why.empty())
     spdlog::warn("receive: page requests go unmarked (the kernel refused {})", why);

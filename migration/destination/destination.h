@@ -9,6 +9,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -63,6 +64,10 @@ class Destination {
   int run_phases();
   std::string check_first_hello(const Hello& hello) const;
   HelloReply accept_source(const Hello& hello);
+  // A HelloReply naming this host's backend and page size, not yet accepting.
+  HelloReply reply_of_this_host() const;
+  // The check of an urgent Hello: this migration's session, or `refusal`.
+  std::function<std::string(const Hello&)> urgent_of_this_migration(std::string refusal) const;
   void build_guest(const Hello& hello, bool postcopy);
   std::string prove_postcopy(uint64_t mem_size);
   void receive_until_postcopy();

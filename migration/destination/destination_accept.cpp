@@ -69,10 +69,21 @@ std::string Destination::check_first_hello(const Hello& hello) const {
   return "";
 }
 
-HelloReply Destination::accept_source(const Hello& hello) {
+HelloReply Destination::reply_of_this_host() const {
   HelloReply reply;
   reply.dst_backend = std::string(vmm::backend_name(options_.backend));
   reply.dst_page_size = vmm::backend_page_size(options_.backend);
+  return reply;
+}
+
+std::function<std::string(const Hello&)> Destination::urgent_of_this_migration(std::string refusal) const {
+  return [this, refusal = std::move(refusal)](const Hello& h) {
+    return h.role == Role::Urgent && h.session == hello_.session ? std::string() : refusal;
+  };
+}
+
+HelloReply Destination::accept_source(const Hello& hello) {
+  HelloReply reply = reply_of_this_host();
   if (hello.role != Role::Main) {
     reply.reason = "the first connection must announce the Main role";
     return reply;

@@ -72,19 +72,12 @@ bool Destination::take_reconnection(std::chrono::milliseconds left) {
   }
   try {
     m.channel->set_receive_timeout(options_.link.link_timeout);
-    HelloReply yes;
+    HelloReply yes = reply_of_this_host();
     yes.accepted = true;
-    yes.dst_backend = std::string(vmm::backend_name(options_.backend));
-    yes.dst_page_size = pages_->page_size();
     yes.uffd_minor = true;
     m.channel->send(FrameType::HelloReply, 0, encode(yes));
-    u = link_.accept_hello(
-        [this](const Hello& h) {
-          return h.role == Role::Urgent && h.session == hello_.session
-                     ? std::string()
-                     : std::string("not the reconnecting migration's urgent channel");
-        },
-        options_.link.link_timeout, options_.link.link_timeout, "reconnecting urgent");
+    u = link_.accept_hello(urgent_of_this_migration("not the reconnecting migration's urgent channel"),
+                           options_.link.link_timeout, options_.link.link_timeout, "reconnecting urgent");
     if (auto why = u.channel->mark_urgent(); !why.empty()) spdlog::debug("receive: page requests go unmarked ({})", why);
     Channel* main = m.channel.get();
     // What this side holds: the source pushes the rest again.
