@@ -18,6 +18,7 @@
 #include "fault_metrics.h"
 #include "guest_memory.h"
 #include "destination_link.h"
+#include "destination_parts.h"
 #include "link.h"
 #include "guest_view.h"
 #include "machine.h"
@@ -60,8 +61,8 @@ class Destination {
   DestinationPhase phase() const { return phases_.now(); }
 
  private:
-  // "" or why a first Hello is refused before anything is allocated.
   int run_phases();
+  // "" or why a first Hello is refused before anything is allocated.
   std::string check_first_hello(const Hello& hello) const;
   HelloReply accept_source(const Hello& hello);
   // A HelloReply naming this host's backend and page size, not yet accepting.
@@ -76,7 +77,7 @@ class Destination {
   void start_guest(const PostcopyBegin& begin);
   void go();
   // Every page is here and the source has let go of the guest.
-  bool postcopy_done() const { return complete_ && started_acked_; }
+  bool postcopy_done() const { return end_.complete && end_.started_acked; }
   void register_postcopy();
   void check_primary_view() const;
   void receive_postcopy();
@@ -99,47 +100,17 @@ class Destination {
   bool announce_if_complete();
   void progress();
 
+  // Nine parts, each one lifetime (destination_parts.h); the destructor
+  // takes them down in order.
   DestinationOptions options_;
   boost::asio::io_context io_;
   DestinationLink link_{io_, options_.tls};
   DestinationPhases phases_{"receive", DestinationPhase::Listening};
-  std::atomic<bool> started_acked_{false};  // the source let go of the guest (StartedAck)
-  struct Pause {
-    double ms;
-    uint64_t pages_missing, requests_outstanding;
-  };
-  std::vector<Pause> pauses_;
-  Hello hello_;
-  std::unique_ptr<vmm::KvmSystem> kvm_;
-  std::unique_ptr<vmm::Machine> machine_;
-  vmm::Mapping alias_, staging_;
-  std::vector<uint64_t> kvm_pages_;  // guest pages KVM mapped when the vCPU was restored
-  std::unique_ptr<PageStates> pages_;
-  std::unique_ptr<vmm::Userfaultfd> uffd_;
-  FaultMetrics metrics_;
-  std::unique_ptr<class FaultResolver> resolver_;
-  std::unique_ptr<vmm::VcpuThreads> vcpu_;
-  std::thread urgent_thread_, premap_thread_;
-  std::atomic<bool> complete_{false};
-  std::atomic<bool> complete_sent_{false};  // Complete went into a live connection
-  std::atomic<bool> complete_acked_{false};  // and the source's CompleteAck came back
-  std::mutex error_mutex_;
-  std::string error_;
-  uint32_t rounds_ = 0;
-  double source_stop_ms_ = 0, restore_ms_ = 0;
-  double commit_ms_ = 0;  // Started sent -> StartedAck (or the reconnection) in: the guest waits for it
-  // restore_ms_ in parts, each timed on its own: VmState into KVM, waiting
-  // for PostcopyBegin (the StaleChunks), then registration, threads and the
-  // vCPUs started.
-  struct {
-    double state_ms = 0, wait_begin_ms = 0, start_ms = 0;
-  } restore_parts_;
-  Clock::time_point t_hello_, t_complete_, last_progress_, t_postcopy_, t_started_sent_;
-  uint64_t main_bytes_at_postcopy_ = 0;
-  // What the guest saw (its serial lines), joined with metrics_ at its exit.
-  GuestView guest_view_;
-  nlohmann::ordered_json report_;
-  std::vector<FaultMetrics::Summary::Record> fault_records_;
+  IncomingGuest guest_;
+  PostcopySession postcopy_;
+  Ending end_;
+  Times times_;
+  Outputs out_;
 };
 
 }  // namespace migration

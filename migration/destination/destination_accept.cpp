@@ -78,7 +78,7 @@ HelloReply Destination::reply_of_this_host() const {
 
 std::function<std::string(const Hello&)> Destination::urgent_of_this_migration(std::string refusal) const {
   return [this, refusal = std::move(refusal)](const Hello& h) {
-    return h.role == Role::Urgent && h.session == hello_.session ? std::string() : refusal;
+    return h.role == Role::Urgent && h.session == guest_.hello.session ? std::string() : refusal;
   };
 }
 
@@ -113,27 +113,27 @@ void Destination::build_guest(const Hello& hello, bool postcopy) {
     spdlog::info("receive: guest_memfd bound by hva for postcopy, so vCPU faults reach userfaultfd through the VMA");
     config.gmem_bind = vmm::GmemBind::Hva;
   }
-  kvm_ = std::make_unique<vmm::KvmSystem>();
-  machine_ = std::make_unique<vmm::Machine>(*kvm_, config, [this](std::string_view line) {
-    guest_view_.feed(line);
+  guest_.kvm = std::make_unique<vmm::KvmSystem>();
+  guest_.machine = std::make_unique<vmm::Machine>(*guest_.kvm, config, [this](std::string_view line) {
+    out_.guest_view.feed(line);
     if (options_.serial_sink) options_.serial_sink(line);
   });
-  alias_ = machine_->memory().map_alias();
+  guest_.alias = guest_.machine->memory().map_alias();
   if (postcopy && options_.uffd_mode == vmm::UffdMode::Missing) {
     // MISSING mode: data waits here until UFFDIO_COPY places it.
     void* p = ::mmap(nullptr, hello.mem_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
                      -1, 0);
     if (p == MAP_FAILED) vmm::throw_errno("mmap(staging buffer)");
-    staging_ = vmm::Mapping(p, hello.mem_size);
+    guest_.staging = vmm::Mapping(p, hello.mem_size);
   }
-  pages_ = std::make_unique<PageStates>(machine_->memory().primary(), alias_.data(), staging_.data(), hello.mem_size,
+  guest_.pages = std::make_unique<PageStates>(guest_.machine->memory().primary(), guest_.alias.data(), guest_.staging.data(), hello.mem_size,
                                         vmm::backend_page_size(options_.backend));
 }
 
 // Whether postcopy can resolve faults here, found out while the source's
 // guest still runs: "" or why not. Leaves a userfaultfd ready, unregistered.
 std::string Destination::prove_postcopy(uint64_t mem_size) {
-  uint8_t* primary = machine_->memory().primary();
+  uint8_t* primary = guest_.machine->memory().primary();
   // Switchover drops the primary view's PTEs; a kernel without madvise()
   // must be found out now.
   if (::madvise(primary, mem_size, MADV_DONTNEED) < 0)
@@ -141,20 +141,20 @@ std::string Destination::prove_postcopy(uint64_t mem_size) {
                      errno == ENOSYS ? "the kernel has no madvise() (CONFIG_ADVISE_SYSCALLS)" : "");
   vmm::UffdMode mode = options_.uffd_mode;
   // MINOR faults need every page in the page cache; MISSING faults need it empty.
-  if (mode == vmm::UffdMode::Minor) machine_->memory().populate();
+  if (mode == vmm::UffdMode::Minor) guest_.machine->memory().populate();
   uint64_t want = UFFD_FEATURE_THREAD_ID | (mode == vmm::UffdMode::Minor
                                                  ? UFFD_FEATURE_MINOR_SHMEM | UFFD_FEATURE_MINOR_HUGETLBFS
                                                  : UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MISSING_HUGETLBFS);
-  uffd_ = std::make_unique<vmm::Userfaultfd>(want & vmm::Userfaultfd::supported_features());
+  postcopy_.uffd = std::make_unique<vmm::Userfaultfd>(want & vmm::Userfaultfd::supported_features());
   uint64_t ioctls = 0;
-  int rc = uffd_->try_register(primary, mem_size, vmm::uffd_register_mode(mode), &ioctls);
+  int rc = postcopy_.uffd->try_register(primary, mem_size, vmm::uffd_register_mode(mode), &ioctls);
   if (rc < 0) return uffd_refusal(options_.backend, mode, rc);
   if (!(ioctls & vmm::uffd_resolve_ioctl_bit(mode)))
     return fmt::format("the registered {} range does not offer {}", vmm::backend_name(options_.backend),
                        mode == vmm::UffdMode::Minor ? "UFFDIO_CONTINUE" : "UFFDIO_COPY");
   // Proven possible; the real registration waits for switchover, because
   // restoring the vCPU makes KVM write guest RAM (kvmclock) from this thread.
-  uffd_->unregister(primary, mem_size);
+  postcopy_.uffd->unregister(primary, mem_size);
   return "";
 }
 

@@ -29,7 +29,7 @@ void Destination::urgent_loop() {
       }
       if (h.type != FrameType::Pages || !(h.flags & kPagesUrgent))
         throw ProtocolError(fmt::format("unexpected {} on the urgent connection", frame_type_name(h.type)));
-      pages_->receive_pages(link_.urgent(), raw, h, true);
+      guest_.pages->receive_pages(link_.urgent(), raw, h, true);
       announce_if_complete();
     }
   } catch (const ConnectionError& e) {
@@ -39,20 +39,20 @@ void Destination::urgent_loop() {
     link_.main().shutdown();
   } catch (const std::exception& e) {
     if (postcopy_done()) return;
-    std::lock_guard lock(error_mutex_);
-    error_ = fmt::format("urgent connection: {}", e.what());
+    std::lock_guard lock(end_.error_mutex);
+    end_.error = fmt::format("urgent connection: {}", e.what());
     link_.main().shutdown();
   }
 }
 
 void Destination::start_link_threads() {
   link_.up(options_.link);
-  urgent_thread_ = std::thread([this] { urgent_loop(); });
+  postcopy_.urgent_thread = std::thread([this] { urgent_loop(); });
 }
 
 void Destination::stop_link_threads() {
   link_.down();
-  if (urgent_thread_.joinable()) urgent_thread_.join();
+  if (postcopy_.urgent_thread.joinable()) postcopy_.urgent_thread.join();
 }
 
 // Accepts one connection; installs it if it is this migration's reconnection.
@@ -61,7 +61,7 @@ bool Destination::take_reconnection(std::chrono::milliseconds left) {
   try {
     m = link_.accept_hello(
         [this](const Hello& h) {
-          return h.role == Role::Main && h.resume && h.session == hello_.session
+          return h.role == Role::Main && h.resume && h.session == guest_.hello.session
                      ? std::string()
                      : std::string("this destination is receiving another migration; it takes only that one's "
                                    "reconnection");
@@ -81,7 +81,7 @@ bool Destination::take_reconnection(std::chrono::milliseconds left) {
     if (auto why = u.channel->mark_urgent(); !why.empty()) spdlog::debug("receive: page requests go unmarked ({})", why);
     Channel* main = m.channel.get();
     // What this side holds: the source pushes the rest again.
-    auto parts = split_received(pages_->present_bitmap());
+    auto parts = split_received(guest_.pages->present_bitmap());
     for (size_t i = 0; i < parts.size(); i++)
       main->send(FrameType::Received, i + 1 == parts.size() ? kReceivedLast : 0, encode(parts[i]));
     link_.replace(std::move(m.channel), std::move(u.channel));
@@ -108,21 +108,21 @@ bool Destination::await_reconnection(Clock::time_point deadline) {
 // has, keep listening, take the source's reconnection, say what we hold, ask
 // again for what was asked and not answered.
 void Destination::recover(const std::string& why) {
-  bool acked = started_acked_;
-  if (pages_->complete() && acked) {
+  bool acked = end_.started_acked;
+  if (guest_.pages->complete() && acked) {
     // The link went as the last page landed: nothing is left to recover, but
     // the source must still hear it (tell_source_complete).
-    complete_ = true;
+    end_.complete = true;
     return;
   }
   auto t_lost = Clock::now();
   phases_.to(DestinationPhase::Paused, why);
   stop_link_threads();
-  uint64_t missing = pages_->npages() - pages_->present();
+  uint64_t missing = guest_.pages->npages() - guest_.pages->present();
   // Before StartedAck the source may have resumed the guest itself: this
   // copy has not run, and starts only on the source's reconnection.
   spdlog::warn("postcopy: link lost ({}); {} of {} pages still on the source; {}; waiting up to {:.0f} s for it to "
-               "reconnect", why, missing, pages_->npages(),
+               "reconnect", why, missing, guest_.pages->npages(),
                acked ? "the guest runs on the pages it has"
                      : "the guest has not run here and waits until the source confirms it let go",
                static_cast<double>(options_.link.recovery_timeout.count()) / 1000);
@@ -134,21 +134,21 @@ void Destination::recover(const std::string& why) {
     throw vmm::Error(fmt::format("the source did not reconnect within {:.0f} s of the lost link ({}): {} pages "
                                  "never came, and the guest cannot run without them",
                                  static_cast<double>(options_.link.recovery_timeout.count()) / 1000, why,
-                                 pages_->npages() - pages_->present()));
+                                 guest_.pages->npages() - guest_.pages->present()));
   }
   // The link goes up first: a fault from here on is requested by the
   // resolver itself, one before is in what is asked for again (a page asked
   // for twice comes twice and is claimed once). Collected first, a fault in
   // between was marked requested and its request dropped on the down link.
   start_link_threads();
-  std::vector<uint64_t> again = pages_->outstanding();
+  std::vector<uint64_t> again = guest_.pages->outstanding();
   link_.request(again);
   // The source redials only once it let go of the guest (it got Started).
-  if (started_acked_) phases_.to(DestinationPhase::Postcopy, "the source reconnected");
+  if (end_.started_acked) phases_.to(DestinationPhase::Postcopy, "the source reconnected");
   go();
-  pauses_.push_back({ms_between(t_lost, Clock::now()), pages_->npages() - pages_->present(), again.size()});
-  spdlog::info("postcopy: resumed after {:.0f} ms; {} pages still to come, {} asked for again", pauses_.back().ms,
-               pauses_.back().pages_missing, again.size());
+  times_.pauses.push_back({ms_between(t_lost, Clock::now()), guest_.pages->npages() - guest_.pages->present(), again.size()});
+  spdlog::info("postcopy: resumed after {:.0f} ms; {} pages still to come, {} asked for again", times_.pauses.back().ms,
+               times_.pauses.back().pages_missing, again.size());
 }
 
 // After Complete the source says CompleteAck: that it came within the link
@@ -180,10 +180,10 @@ bool Destination::source_heard_complete() {
 // before StartedAck it has not started, as in recover(). A source that never comes back
 // leaves a guest with all its pages: it runs on, with a warning.
 void Destination::tell_source_complete() {
-  if (complete_sent_ && (complete_acked_ || source_heard_complete())) return;
+  if (end_.complete_sent && (end_.complete_acked || source_heard_complete())) return;
   phases_.to(DestinationPhase::Paused, "every page is here; the source has not heard it");
   stop_link_threads();
-  bool acked = started_acked_;
+  bool acked = end_.started_acked;
   spdlog::warn("receive: every page is here, but the source has not heard it; waiting up to {:.0f} s for its "
                "reconnection to tell it{}",
                static_cast<double>(options_.link.recovery_timeout.count()) / 1000,

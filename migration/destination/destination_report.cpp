@@ -28,29 +28,29 @@ std::string by_vcpu_text(const FaultMetrics::Summary& s) {
 }  // namespace
 
 void Destination::write_report() {
-  FaultMetrics::Summary s = metrics_.summarize();
-  report_ = report_json(s);
-  print_summary(s, report_);
-  fault_records_ = std::move(s.records);
+  FaultMetrics::Summary s = out_.metrics.summarize();
+  out_.json = report_json(s);
+  print_summary(s, out_.json);
+  out_.fault_records = std::move(s.records);
   save_report();
 }
 
 nlohmann::ordered_json Destination::report_json(const FaultMetrics::Summary& s) const {
   nlohmann::ordered_json j;
-  j["mode"] = mode_name(hello_.mode);
-  j["uffd_mode"] = uffd_ ? vmm::uffd_mode_name(options_.uffd_mode) : "none";
-  j["src_backend"] = hello_.src_backend;
+  j["mode"] = mode_name(guest_.hello.mode);
+  j["uffd_mode"] = postcopy_.uffd ? vmm::uffd_mode_name(options_.uffd_mode) : "none";
+  j["src_backend"] = guest_.hello.src_backend;
   j["dst_backend"] = std::string(vmm::backend_name(options_.backend));
-  j["page_size"] = pages_->page_size();
-  j["mem_size"] = hello_.mem_size;
+  j["page_size"] = guest_.pages->page_size();
+  j["mem_size"] = guest_.hello.mem_size;
   auto faults = to_json(s);
   for (auto& [k, v] : faults.items()) j[k] = v;
-  j["pages_pushed"] = pages_->pages_pushed();
-  j["pages_answered"] = pages_->pages_answered();
-  j["zero_pages_skipped"] = pages_->chunks_skipped();
-  j["chunks_received"] = pages_->chunks_received();
-  j["local_resolutions"] = resolver_ ? resolver_->local_resolutions() : 0;
-  FaultResolver::Load load = resolver_ ? resolver_->load() : FaultResolver::Load{};
+  j["pages_pushed"] = guest_.pages->pages_pushed();
+  j["pages_answered"] = guest_.pages->pages_answered();
+  j["zero_pages_skipped"] = guest_.pages->chunks_skipped();
+  j["chunks_received"] = guest_.pages->chunks_received();
+  j["local_resolutions"] = postcopy_.resolver ? postcopy_.resolver->local_resolutions() : 0;
+  FaultResolver::Load load = postcopy_.resolver ? postcopy_.resolver->load() : FaultResolver::Load{};
   j["fault_thread"] = {{"reads", load.reads},
                        {"events", load.events},
                        {"max_events_per_read", load.max_batch},
@@ -58,16 +58,16 @@ nlohmann::ordered_json Destination::report_json(const FaultMetrics::Summary& s) 
                        {"wall_ms", load.wall_ms},
                        {"busy_fraction", load.wall_ms > 0 ? load.cpu_ms / load.wall_ms : 0.0}};
   j["phases"] = phases_.to_json();
-  j["precopy_rounds"] = rounds_;
-  j["downtime_ms"] = source_stop_ms_ + restore_ms_ + commit_ms_;
-  j["downtime_breakdown_ms"] = {{"source_stop_to_begin", source_stop_ms_},
-                                {"destination_restore", restore_ms_},
-                                {"commit_round_trip", commit_ms_},
+  j["precopy_rounds"] = times_.rounds;
+  j["downtime_ms"] = times_.source_stop_ms + times_.restore_ms + times_.commit_ms;
+  j["downtime_breakdown_ms"] = {{"source_stop_to_begin", times_.source_stop_ms},
+                                {"destination_restore", times_.restore_ms},
+                                {"commit_round_trip", times_.commit_ms},
                                 {"destination_restore_parts",
-                                 {{"vm_state", restore_parts_.state_ms},
-                                  {"wait_for_begin", restore_parts_.wait_begin_ms},
-                                  {"start_guest", restore_parts_.start_ms}}}};
-  j["total_ms"] = vmm::ms_between(t_hello_, t_complete_);
+                                 {{"vm_state", times_.restore_parts.state_ms},
+                                  {"wait_for_begin", times_.restore_parts.wait_begin_ms},
+                                  {"start_guest", times_.restore_parts.start_ms}}}};
+  j["total_ms"] = vmm::ms_between(times_.t_hello, times_.t_complete);
   add_link_figures(j);
   nlohmann::ordered_json timeline = nlohmann::ordered_json::array();
   for (const auto& r : s.records)
@@ -85,14 +85,14 @@ void Destination::add_link_figures(nlohmann::ordered_json& j) const {
   // only requested pages (and requests' answers the push had in flight).
   j["urgent_bytes_received"] = urgent_bytes;
   // Background push rate: main-connection bytes from switchover to completion.
-  double push_s = std::chrono::duration<double>(t_complete_ - t_postcopy_).count();
-  double push_mib = static_cast<double>(main_bytes - main_bytes_at_postcopy_) / (1 << 20);
+  double push_s = std::chrono::duration<double>(times_.t_complete - times_.t_postcopy).count();
+  double push_mib = static_cast<double>(main_bytes - times_.main_bytes_at_postcopy) / (1 << 20);
   j["push_mib"] = push_mib;
   j["push_mib_per_s"] = push_s > 0 ? push_mib / push_s : 0.0;
   // Each lost link: how long the pause lasted, what was still missing then,
   // and how many requests went out again on the new connection.
   nlohmann::ordered_json pauses = nlohmann::ordered_json::array();
-  for (const auto& p : pauses_)
+  for (const auto& p : times_.pauses)
     pauses.push_back({{"ms", p.ms}, {"pages_missing", p.pages_missing}, {"requests_outstanding", p.requests_outstanding}});
   j["link_pauses"] = pauses;
 }
@@ -112,13 +112,13 @@ void Destination::print_summary(const FaultMetrics::Summary& s, const nlohmann::
              "  precopy rounds {}; downtime {:.2f} ms (source {:.2f} + destination {:.2f} + commit {:.2f}); total {:.0f} ms\n"
              "  lost links recovered {} (paused {:.0f} ms in all)\n"
              "  fault thread: {} events in {} reads (at most {} at once), on a CPU {:.1f} of {:.0f} ms ({:.1f}%)\n\n",
-             hello_.src_backend, vmm::backend_name(options_.backend), vmm::format_size(pages_->page_size()),
-             mode_name(hello_.mode), uffd_ ? vmm::uffd_mode_name(options_.uffd_mode) : "none", s.faults, s.p50_us, s.p90_us, s.p99_us, s.max_us, s.mean_us, s.request_us_p50,
+             guest_.hello.src_backend, vmm::backend_name(options_.backend), vmm::format_size(guest_.pages->page_size()),
+             mode_name(guest_.hello.mode), postcopy_.uffd ? vmm::uffd_mode_name(options_.uffd_mode) : "none", s.faults, s.p50_us, s.p90_us, s.p99_us, s.max_us, s.mean_us, s.request_us_p50,
              s.network_us_p50, s.continue_us_p50,
              options_.uffd_mode == vmm::UffdMode::Minor ? "UFFDIO_CONTINUE" : "UFFDIO_COPY", s.requested.faults,
              s.requested.p50_us, s.requested.p99_us, s.in_flight.faults, s.in_flight.p50_us, s.in_flight.p99_us,
-             s.blocked_ms, by_vcpu_text(s), s.pages_requested, pages_->pages_pushed(),
-             pages_->chunks_skipped(), rounds_, j["downtime_ms"].get<double>(), source_stop_ms_, restore_ms_, commit_ms_,
+             s.blocked_ms, by_vcpu_text(s), s.pages_requested, guest_.pages->pages_pushed(),
+             guest_.pages->chunks_skipped(), times_.rounds, j["downtime_ms"].get<double>(), times_.source_stop_ms, times_.restore_ms, times_.commit_ms,
              j["total_ms"].get<double>(), j["link_pauses"].size(), paused_ms, load["events"].get<uint64_t>(),
              load["reads"].get<uint64_t>(), load["max_events_per_read"].get<uint64_t>(), cpu_ms, wall_ms,
              wall_ms > 0 ? 100 * cpu_ms / wall_ms : 0.0);
@@ -126,12 +126,12 @@ void Destination::print_summary(const FaultMetrics::Summary& s, const nlohmann::
 
 // After the guest's exit: its record of slow touches joined with the faults.
 void Destination::add_guest_view() {
-  if (report_.empty()) return;  // no postcopy summary to add to
-  auto guest = guest_view_.record();
+  if (out_.json.empty()) return;  // no postcopy summary to add to
+  auto guest = out_.guest_view.record();
   if (!guest) return;  // not the touch guest, or it printed no record
-  GuestView::Join join = GuestView::join(*guest, fault_records_, pages_->page_size());
-  report_["guest_view"] = GuestView::to_json(*guest, join);
-  const auto& w = report_["guest_view"]["waterfall_us"];
+  GuestView::Join join = GuestView::join(*guest, out_.fault_records, guest_.pages->page_size());
+  out_.json["guest_view"] = GuestView::to_json(*guest, join);
+  const auto& w = out_.json["guest_view"]["waterfall_us"];
   fmt::print(stderr,
              "=== the guest's view: {} of {} faults joined with its touch of the page ===\n"
              "  p50 us: guest {:.0f} = read->request {:.0f} + request->data {:.0f} + data->mapped {:.0f} + unexplained {:.0f}\n"
@@ -151,7 +151,7 @@ void Destination::add_guest_view() {
 void Destination::save_report() const {
   if (options_.report_path.empty()) return;
   std::ofstream out(options_.report_path);
-  if (out << report_.dump(2) << "\n" && out.flush()) {
+  if (out << out_.json.dump(2) << "\n" && out.flush()) {
     spdlog::info("receive: report written to {}", options_.report_path);
     return;
   }
