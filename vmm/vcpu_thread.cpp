@@ -36,18 +36,19 @@ VcpuThreads::VcpuThreads(Machine& machine, bool start_paused)
 }
 
 VcpuThreads::~VcpuThreads() {
-  {
-    std::unique_lock lock(mutex_);
-    if (state_ != State::Finished) {
-      outcome_ = {StopReason::Stopped, 0, "VMM shutting down"};
-      pause_requested_ = true;
-      state_ = State::Finished;
-      kick_all();
-      cv_.notify_all();
-    }
-  }
+  stop();
   for (auto& t : threads_)
     if (t.joinable()) t.join();
+}
+
+void VcpuThreads::stop() {
+  std::unique_lock lock(mutex_);
+  if (state_ == State::Finished) return;
+  outcome_ = {StopReason::Stopped, 0, "VMM shutting down"};
+  pause_requested_ = true;
+  state_ = State::Finished;
+  kick_all();
+  cv_.notify_all();
 }
 
 // native_[i] is set before vCPU i's first KVM_RUN; a kick before that is

@@ -38,6 +38,11 @@ class VcpuThreads {
   // Asks every vCPU to stop at its next exit, without waiting (one may be
   // blocked in a page fault that only a page's arrival ends).
   void request_pause();
+  // Ends the VM: every vCPU is kicked and leaves KVM_RUN at its next exit,
+  // without waiting for it (the destructor joins them). A signal stays
+  // pending in a vCPU that waits in a fault the signal cannot interrupt, so
+  // once that fault ends KVM returns to the VMM before it enters the guest.
+  void stop();
   // Runs them again, also when a request_pause() has not taken effect yet.
   void resume();
   // Blocks until the guest finished (exit, error) or `timeout` passed.

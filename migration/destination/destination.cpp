@@ -36,12 +36,14 @@ Destination::~Destination() {
     } catch (const std::exception&) {
     }
   }
-  // The vCPUs stop first: a vCPU blocked in a userfault is kicked out of it
-  // (KVM's fault waits interruptibly, and KVM_RUN returns EINTR), where
-  // closing the userfaultfd first would release it onto a page whose data
-  // never came.
-  guest_.vcpus.reset();
+  // The vCPUs are told to stop first. One blocked in an interruptible
+  // userfault leaves it (KVM_RUN returns EINTR); one whose fault only a fatal
+  // signal ends (a KVM-internal access, such as its kvmclock cache) is freed
+  // by the userfaultfd's close, and with the kick pending KVM returns before
+  // it runs any guest code on a page whose data never came. Then they are joined.
+  if (guest_.vcpus) guest_.vcpus->stop();
   postcopy_.uffd.reset();
+  guest_.vcpus.reset();
 }
 
 // Precopy pages and rounds, then the switchover: VmState, the stale chunks

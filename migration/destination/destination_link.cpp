@@ -143,7 +143,7 @@ std::optional<Arrival> take_finished(std::vector<std::unique_ptr<Pending>>& pend
       continue;
     }
     p.thread.join();
-    if (p.accepted) {
+    if (p.accepted && p.cut.empty()) {  // a cut one's socket is shut, whatever it passed
       Arrival a{std::move(p.channel), p.hello};
       pending.erase(it);
       end_all(pending);
@@ -214,13 +214,19 @@ Arrival DestinationLink::accept_hello(const std::function<std::string(const Hell
                                       std::chrono::milliseconds handshake_timeout, std::chrono::milliseconds deadline,
                                       const char* what) {
   auto until = std::chrono::steady_clock::now() + deadline;
-  std::vector<std::unique_ptr<Pending>> pending;
   // A handshake thread that finishes wakes this loop at once: the source
   // stops its guest right after its urgent Hello, so every ms this loop
   // sleeps is downtime, counted by neither side (docs/lab: figures from the
-  // code's comments).
+  // code's comments). Made before `pending`, whose threads write to it.
   vmm::UniqueFd finished(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!finished) vmm::throw_errno("eventfd");
+  std::vector<std::unique_ptr<Pending>> pending;
+  // Whatever ends this loop ends its handshakes first: a joinable thread
+  // left behind would end the process.
+  struct EndAll {
+    std::vector<std::unique_ptr<Pending>>& pending;
+    ~EndAll() { end_all(pending); }
+  } end_on_exit{pending};
   for (;;) {
     if (auto arrival = take_finished(pending, what)) return std::move(*arrival);
     auto wait = cut_expired(pending, handshake_timeout, std::chrono::milliseconds(-1));

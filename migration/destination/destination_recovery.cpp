@@ -118,6 +118,9 @@ void Destination::recover(const std::string& why) {
   auto t_lost = Clock::now();
   phases_.to(DestinationPhase::Paused, why);
   stop_link_threads();
+  // Read again: the urgent thread may have taken StartedAck (and gone on to
+  // postcopy) while this one was noticing the loss.
+  acked = end_.started_acked;
   uint64_t missing = guest_.pages->npages() - guest_.pages->present();
   // Before StartedAck the source may have resumed the guest itself: this
   // copy has not run, and starts only on the source's reconnection.
@@ -140,11 +143,13 @@ void Destination::recover(const std::string& why) {
   // resolver itself, one before is in what is asked for again (a page asked
   // for twice comes twice and is claimed once). Collected first, a fault in
   // between was marked requested and its request dropped on the down link.
+  // No link thread runs here, so nothing else moves the phase meanwhile.
+  if (end_.started_acked && phases_.now() == DestinationPhase::Paused)
+    phases_.to(DestinationPhase::Postcopy, "the source reconnected");
   start_link_threads();
   std::vector<uint64_t> again = guest_.pages->outstanding();
   link_.request(again);
   // The source redials only once it let go of the guest (it got Started).
-  if (end_.started_acked) phases_.to(DestinationPhase::Postcopy, "the source reconnected");
   go();
   times_.pauses.push_back({ms_between(t_lost, Clock::now()), guest_.pages->npages() - guest_.pages->present(), again.size()});
   spdlog::info("postcopy: resumed after {:.0f} ms; {} pages still to come, {} asked for again", times_.pauses.back().ms,

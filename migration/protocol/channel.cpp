@@ -253,6 +253,7 @@ uint64_t Channel::bdp_estimate() const {
 }
 
 void Channel::shutdown() {
+  shut_ = true;
   boost::system::error_code ec;
   socket_.shutdown(tcp::socket::shutdown_both, ec);
 }
@@ -273,9 +274,15 @@ bool Channel::peer_sent_plaintext_frame(std::chrono::milliseconds timeout) {
     if (n == 0) return false;  // closed: the handshake says so
     if (n > 0 && first[0] != (kMagic & 0xff)) return false;
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) return false;
+    if (left.count() <= 0 || shut_) return false;  // out of time, or ended by this side
+    if (n > 0) {
+      // Part of a header is here: the socket stays readable, so poll would
+      // not wait. The rest comes within milliseconds, or never.
+      std::this_thread::sleep_for(std::chrono::milliseconds(std::min<int64_t>(left.count(), 10)));
+      continue;
+    }
     pollfd pfd{fd, POLLIN, 0};
-    ::poll(&pfd, 1, static_cast<int>(std::min<int64_t>(left.count(), n > 0 ? 10 : left.count())));
+    ::poll(&pfd, 1, static_cast<int>(left.count()));
   }
 }
 

@@ -114,6 +114,7 @@ class Channel {
   std::string peer_;
   std::unique_ptr<TlsStream> tls_;
   std::mutex send_mutex_;
+  std::atomic<bool> shut_{false};  // shutdown() was called: a peek loop ends
   std::atomic<uint64_t> bytes_sent_{0};
   std::atomic<uint64_t> bytes_received_{0};
   std::chrono::milliseconds receive_timeout_{0};

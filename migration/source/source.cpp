@@ -313,7 +313,10 @@ vmm::Bitmap Source::reconnect(const std::string& why, uint64_t npages) {
       hello.resume = true;
       main_->send(FrameType::Hello, 0, encode(hello));
       HelloReply reply = decode_hello_reply(expect(*main_, FrameType::HelloReply).payload);
-      if (!reply.accepted) throw vmm::Error("the destination refused the reconnection: " + reply.reason);
+      // Refused in words: the destination may still be waiting for the urgent
+      // half of an attempt that failed here; it takes the next one once it
+      // gives that up. After the commit the guest lives there: keep trying.
+      if (!reply.accepted) throw ConnectionError("the destination refused the reconnection: " + reply.reason);
       hello.role = Role::Urgent;
       urgent_ = dial();
       urgent_->mark_urgent();
