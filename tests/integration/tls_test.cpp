@@ -247,7 +247,8 @@ TEST(Bounds, AGuestLargerThanTheDestinationTakesIsRefusedInTheHandshake) {
 
 // Strangers hold the door for the whole run: twelve addresses keep three
 // silent connections each open, each reopened as soon as it is closed, one
-// more trickles a byte every 0.3 s, one sends garbage. Each address holds at
+// more trickles a byte every 0.3 s, one sends garbage, one the first byte of a
+// frame header and nothing more. Each address holds at
 // most two places, the oldest make way for newer ones, the silent and the
 // trickling are dropped at the handshake deadline, and the real source gets
 // in and migrates.
@@ -262,6 +263,7 @@ TEST(Bounds, StrayConnectionsHeldForTheWholeRunDoNotKeepTheSourceOut) {
       "    s = socket.socket(); s.bind((addr, 0)); s.settimeout(1); s.connect(('127.0.0.1', port)); s.setblocking(False)\n"
       "    return s\n"
       "bad = dial('127.0.0.21'); bad.sendall(b'\\x01' * 64)\n"
+      "part = dial('127.0.0.22'); part.sendall(b'G')  # a frame header's first byte, then nothing\n"
       "held = [[addr, None, 0] for i in range(2, 14) for addr in ['127.0.0.%d' % i] * 3]\n"
       "slow = dial('127.0.0.20')\n"
       "opened, t0, last_drip, said = 0, time.time(), 0, 0\n"
@@ -299,6 +301,7 @@ TEST(Bounds, StrayConnectionsHeldForTheWholeRunDoNotKeepTheSourceOut) {
   EXPECT_NE(r.dst.find("127.0.0.20:"), std::string::npos) << why;
   EXPECT_NE(r.dst.find("no Hello within the handshake deadline (1 s, --handshake-timeout)"), std::string::npos) << why;
   EXPECT_NE(r.dst.find("bad frame magic"), std::string::npos) << why;
+  EXPECT_NE(r.dst.find("127.0.0.22:"), std::string::npos) << "the partial header was never dropped\n" << why;
   EXPECT_NE(slurp(strays).find("strays: holding 36 connections"), std::string::npos) << why;
 }
 
