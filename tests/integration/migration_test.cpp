@@ -329,7 +329,7 @@ TEST(Migration, ApiSocketMigratesARunningGuest) {
   std::string sock = dir + "vm.sock";
   uint16_t port = test::free_port();
   bool gmem = test::gmem_missing().empty();
-  std::string refused = gmem ? fmt::format("--to 127.0.0.1:{} --mode hybrid", port) : "--to 127.0.0.1:1 --mode postcopy";
+  std::string refused = gmem ? fmt::format("--to 127.0.0.1:{} --mode hybrid", port) : "--to 127.0.0.1:1 --mode postcopy --connect-timeout 0";  // one attempt: nobody will come
   std::string script = fmt::format(
       "{wait_for}"
       "rm -f {sock}; {vmm} receive --listen 127.0.0.1:{port} --memory shmem {accept} >{d}/api-dst.log 2>&1 & D=$!; "
