@@ -6,6 +6,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 namespace {
@@ -32,7 +33,7 @@ struct Memfd {
 
 std::string show(const std::vector<vmm::MappedRange>& r) {
   std::string s;
-  for (auto& m : r) s += "[" + std::to_string(m.begin / kPage) + "," + std::to_string(m.end / kPage) + ") ";
+  for (auto& m : r) s += fmt::format("[{},{}) ", m.begin / kPage, m.end / kPage);
   return s;
 }
 
