@@ -246,8 +246,14 @@ void Destination::progress() {
 
 // Tells the source, once, that every page is here (either receiving thread may
 // complete the last page). Returns whether the migration is complete.
+//
+// Only once the source has let go (StartedAck, or its reconnection): a source
+// that hears Complete ends, so a Complete sent before the commit, with the
+// StartedAck after it lost, left a destination that may not start the guest
+// and a source that had stopped it (the cut before StartedAck in hybrid,
+// where precopy had sent every page, lost the guest so).
 bool Destination::announce_if_complete() {
-  if (!guest_.pages->complete()) return false;
+  if (!guest_.pages->complete() || !end_.started_acked) return false;
   if (end_.complete.exchange(true)) return true;
   try {
     link_.main().send(FrameType::Complete, 0, {});

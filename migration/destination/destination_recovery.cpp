@@ -25,6 +25,7 @@ void Destination::urgent_loop() {
         link_.urgent().read_exact(payload);
         verify_crc(raw, payload, h.crc);
         go();
+        announce_if_complete();  // every page may be here already (precopy sent them all)
         continue;
       }
       if (h.type != FrameType::Pages || !(h.flags & kPagesUrgent))

@@ -353,7 +353,7 @@ TEST_P(EveryBoundary, EndsWithOneGuestThatVerifies) {
   NEEDS_KVM();
   Case s(std::string("--fault ") + GetParam().fault);
   s.mode = GetParam().mode;
-  if (s.mode == "hybrid") s.src = "--memory gmem --gmem-bind hva --mem-size 512M";  // dirty logging needs the hva
+  if (s.mode != "postcopy") s.src = "--memory gmem --gmem-bind hva --mem-size 512M";  // dirty logging needs the hva
   s.guest = "workload=touch size=16 seconds=4";
   s.recovery_timeout = 3;
   Outcome r = run(s);
@@ -380,6 +380,8 @@ INSTANTIATE_TEST_SUITE_P(
                       Boundary{"FirstPushFwd", "reset@1:fwd:Pages", "postcopy"},
                       Boundary{"StartedBack", "reset@1:back:Started", "postcopy"},
                       Boundary{"StartedAckFwd", "reset@2:fwd:StartedAck", "hybrid"},
+                      // Every page came in precopy: Complete must wait for the commit.
+                      Boundary{"StartedAckFwdEveryPageHere", "reset@2:fwd:StartedAck", "precopy"},
                       Boundary{"FirstRequestBack", "reset@2:back:PageRequest", "postcopy"},
                       Boundary{"FirstAnswerFwd", "reset@2:fwd:Pages", "postcopy"},
                       Boundary{"CompleteBack", "reset@1:back:Complete", "hybrid"},
